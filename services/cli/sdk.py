@@ -1,0 +1,101 @@
+"""The certbus Python SDK: a thin, typed client over the gateway's Web API.
+
+    from services.cli.sdk import Certbus
+    with Certbus() as cb:
+        cb.hr.onboard("alice", email="alice@example.com", devices=["alice-laptop"])
+        for cert in cb.certs.list(owner="alice"):
+            print(cert["serial"], cert["status"])
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import httpx
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+
+
+class CertbusError(Exception):
+    """The API answered with an error: ``code`` is stable, ``message`` is for people."""
+
+    def __init__(self, status: int, code: str, message: str, details: Any = None) -> None:
+        super().__init__(f"{code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details
+
+
+class _Area:
+    def __init__(self, client: Certbus) -> None:
+        self._c = client
+
+
+class HR(_Area):
+    def event(self, type_: str, **fields: Any) -> dict[str, Any]:
+        return self._c.request("POST", "/v1/hr/events", json={"type": type_, **fields})
+
+    def onboard(self, user: str, *, email: str | None = None, department: str | None = None,
+                devices: list[str] | None = None, roles: list[str] | None = None,
+                **extra: Any) -> dict[str, Any]:
+        return self.event("user.onboarded", user=user, email=email, department=department,
+                          devices=devices or [], roles=roles or [], **extra)
+
+    def offboard(self, user: str, *, mode: str = "revoke", comment: str | None = None,
+                 **extra: Any) -> dict[str, Any]:
+        return self.event("user.offboarded", user=user, mode=mode, comment=comment, **extra)
+
+
+class Certs(_Area):
+    def list(self, *, owner: str | None = None, query: str | None = None,
+             status: str | None = None, limit: int = 100, offset: int = 0,
+             sort: str | None = None) -> list[dict[str, Any]]:
+        params = {k: v for k, v in {"owner": owner, "query": query, "status": status,
+                                    "limit": limit, "offset": offset, "sort": sort}.items()
+                  if v is not None}
+        return self._c.request("GET", "/v1/certificates", params=params)["items"]
+
+    def get(self, cert_id: str) -> dict[str, Any]:
+        return self._c.request("GET", f"/v1/certificates/{cert_id}")
+
+
+class Certbus:
+    """Base URL from ``CERTBUS_URL`` (default http://127.0.0.1:8080)."""
+
+    def __init__(self, base_url: str | None = None, *, token: str | None = None,
+                 timeout: float = 30.0, transport: httpx.BaseTransport | None = None) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(
+            base_url=base_url or os.environ.get("CERTBUS_URL", DEFAULT_URL),
+            timeout=timeout, headers=headers, transport=transport,
+        )
+        self.hr = HR(self)
+        self.certs = Certs(self)
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self._http.request(method, path, **kwargs)
+        if response.status_code >= 400:
+            try:
+                err = response.json().get("error", {})
+            except ValueError:
+                err = {}
+            raise CertbusError(response.status_code, err.get("code", "http_error"),
+                               err.get("message", response.text), err.get("details"))
+        if response.headers.get("content-type", "").startswith("application/json"):
+            return response.json()
+        return response.content
+
+    def health(self) -> dict[str, Any]:
+        response = self._http.get("/v1/health")
+        return response.json()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Certbus:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

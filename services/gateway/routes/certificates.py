@@ -1,0 +1,34 @@
+"""The certificate catalog, answered by inventory."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query
+
+from services.gateway.deps import Bus, get_bus
+
+router = APIRouter(prefix="/v1/certificates", tags=["certificates"])
+
+
+@router.get("", summary="List or search certificates")
+async def list_certificates(
+    owner: str | None = None,
+    query: str | None = Query(None, description='Search language, e.g. CN -contains "alice"'),
+    status: str | None = None,
+    limit: int = Query(100, ge=1, le=10000),
+    offset: int = Query(0, ge=0),
+    sort: str | None = None,
+    bus: Bus = Depends(get_bus),
+) -> dict[str, Any]:
+    return await bus.call(
+        "inventory",
+        "certs.list",
+        {"owner": owner, "query": query, "status": status, "limit": limit, "offset": offset,
+         "sort": sort},
+    )
+
+
+@router.get("/{cert_id}", summary="One certificate by id, serial or thumbprint")
+async def get_certificate(cert_id: str, bus: Bus = Depends(get_bus)) -> dict[str, Any]:
+    return await bus.call("inventory", "certs.get", {"id": cert_id})
