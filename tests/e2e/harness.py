@@ -37,33 +37,32 @@ def wait_until(predicate: Callable[[], T], timeout: float, what: str, interval: 
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
 
 
-def read_subject(nats_url: str, subject: str, idle: float = 1.0) -> list[dict[str, Any]]:
+async def collect_subject(nats_url: str, subject: str, idle: float = 1.0) -> list[dict[str, Any]]:
     """Every message ever stored on ``subject`` (an ephemeral consumer from the start)."""
+    import nats
 
-    async def run() -> list[dict[str, Any]]:
-        import nats
+    from shared.subjects import stream_for
 
-        from shared.subjects import stream_for
+    nc = await nats.connect(nats_url)
+    try:
+        sub = await nc.jetstream().pull_subscribe(subject, stream=stream_for(subject))
+        out: list[dict[str, Any]] = []
+        while True:
+            try:
+                msgs = await sub.fetch(500, timeout=idle)
+            except TimeoutError:
+                break
+            for m in msgs:
+                out.append(json.loads(m.data))
+                await m.ack()
+        await sub.unsubscribe()
+        return out
+    finally:
+        await nc.close()
 
-        nc = await nats.connect(nats_url)
-        try:
-            js = nc.jetstream()
-            sub = await js.pull_subscribe(subject, stream=stream_for(subject))
-            out: list[dict[str, Any]] = []
-            while True:
-                try:
-                    msgs = await sub.fetch(500, timeout=idle)
-                except TimeoutError:
-                    break
-                for m in msgs:
-                    out.append(json.loads(m.data))
-                    await m.ack()
-            await sub.unsubscribe()
-            return out
-        finally:
-            await nc.close()
 
-    return asyncio.run(run())
+def read_subject(nats_url: str, subject: str, idle: float = 1.0) -> list[dict[str, Any]]:
+    return asyncio.run(collect_subject(nats_url, subject, idle))
 
 
 def post_hr(gateway: str, event: dict[str, Any]) -> dict[str, Any]:
