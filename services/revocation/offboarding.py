@@ -1,0 +1,84 @@
+"""Guaranteed offboarding: a leaver's certificates are revoked now, and on sight later."""
+
+from __future__ import annotations
+
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from services.revocation import projection
+from services.revocation.models import KnownCertificate, OffboardedUser
+from services.revocation.revoker import RevocationOrder, RevocationResult, revoke
+from services.revocation.timeutil import as_utc
+from shared.clock import utcnow
+from shared.events import OffboardingMode, UserOffboarded
+from shared.pki import RevocationReason
+
+OFFBOARDING_REASON = RevocationReason.CESSATION_OF_OPERATION
+
+
+def offboarding_comment(ev: UserOffboarded) -> str:
+    return f"{ev.subject} {ev.event_id}: {ev.comment or 'offboarded'}"
+
+
+async def offboard(session: AsyncSession, ev: UserOffboarded) -> RevocationResult:
+    """Revoke everything issued to the user or installed on the user's devices (mode revoke)."""
+    if ev.mode != OffboardingMode.REVOKE:
+        return RevocationResult()
+    record = await session.get(OffboardedUser, ev.user)
+    if record is None:
+        record = OffboardedUser(
+            user=ev.user,
+            event_id=ev.event_id,
+            correlation_id=ev.correlation_id,
+            comment=offboarding_comment(ev),
+            revoked_at=ev.effective_at or utcnow(),
+            occurred_at=ev.occurred_at,
+        )
+        session.add(record)
+        await session.flush()
+    certs = await projection.certificates_of_user(session, ev.user)
+    return await revoke(session, certs, order_for(record))
+
+
+def order_for(record: OffboardedUser) -> RevocationOrder:
+    return RevocationOrder(
+        reason=OFFBOARDING_REASON,
+        comment=record.comment,
+        cause=record.event_id,
+        correlation_id=record.correlation_id,
+        revoked_at=as_utc(record.revoked_at),
+        actor="revocation",
+        causation_id=record.event_id,
+    )
+
+
+async def revoke_if_offboarded(session: AsyncSession, cert: KnownCertificate) -> RevocationResult:
+    """A certificate that reaches an offboarded user (as owner or on one of their devices) is
+    revoked at once, under that user's offboarding."""
+    users = await projection.owners_of(session, await projection.machines_of(session, cert))
+    if cert.owner:
+        users.add(cert.owner)
+    for user in sorted(users):
+        record = await session.get(OffboardedUser, user)
+        if record is not None:
+            return await revoke(session, [cert], order_for(record))
+    return RevocationResult()
+
+
+async def revoke_on_devices_of_offboarded(
+    session: AsyncSession, user: str, devices: list[str]
+) -> RevocationResult:
+    """Devices newly known to belong to an offboarded user: what is on them goes too."""
+    record = await session.get(OffboardedUser, user)
+    if record is None or not devices:
+        return RevocationResult()
+    return await revoke(
+        session, await projection.certificates_on(session, devices), order_for(record)
+    )
+
+
+async def rehire(session: AsyncSession, user: str, onboarded_at: object) -> None:
+    """An onboarding that happened after the offboarding lifts the "revoke on sight" rule."""
+    record = await session.get(OffboardedUser, user)
+    if record is not None and onboarded_at > as_utc(record.occurred_at):  # type: ignore[operator]
+        await session.delete(record)
+        await session.flush()
