@@ -1,0 +1,85 @@
+"""Inventory's synchronous operations (``rpc.inventory.*``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import and_, func
+from sqlmodel import select
+
+from services.inventory import catalog, query
+from services.inventory.tables import Certificate
+from shared.bus import RpcError
+from shared.clock import utcnow
+from shared.db import Database
+from shared.runtime import ServiceRuntime
+
+MAX_LIMIT = 10000
+
+
+def status_filter(status: str) -> Any:
+    now = utcnow()
+    if status == "revoked":
+        return Certificate.status == "revoked"
+    if status == "expired":
+        return and_(Certificate.status != "revoked", Certificate.not_after < now)  # type: ignore[operator]
+    if status == "active":
+        return and_(Certificate.status != "revoked", Certificate.not_after >= now)  # type: ignore[operator]
+    raise RpcError(
+        "invalid_status", f"status must be active, revoked or expired, not {status!r}", 422
+    )
+
+
+class InventoryApi:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def certs_list(self, req: dict[str, Any]) -> dict[str, Any]:
+        """Search the catalog: owner, status, query (the search language), paging, sort."""
+        conditions = []
+        if req.get("owner"):
+            conditions.append(Certificate.owner == req["owner"])
+        if req.get("status"):
+            conditions.append(status_filter(str(req["status"])))
+        if req.get("query"):
+            try:
+                conditions.append(query.compile_query(str(req["query"])))
+            except query.QueryError as exc:
+                raise RpcError("invalid_query", str(exc), 422) from exc
+        limit = max(1, min(int(req.get("limit") or 100), MAX_LIMIT))
+        offset = max(0, int(req.get("offset") or 0))
+        try:
+            order = query.order_by(req.get("sort"))
+        except query.QueryError as exc:
+            raise RpcError("invalid_sort", str(exc), 422) from exc
+        where = and_(*conditions) if conditions else None
+        async with self.db.session() as session:
+            base = select(Certificate)
+            counter = select(func.count()).select_from(Certificate)
+            if where is not None:
+                base, counter = base.where(where), counter.where(where)
+            rows = (await session.exec(base.order_by(*order).limit(limit).offset(offset))).all()
+            total = int((await session.exec(counter)).one())
+            locations = await catalog.locations_of(session, [r.cert_id for r in rows])
+        return {
+            "items": [catalog.to_json(r, locations[r.cert_id]) for r in rows],
+            "total": total,
+            "limit": limit,
+            "offset": offset,
+        }
+
+    async def certs_get(self, req: dict[str, Any]) -> dict[str, Any]:
+        """One certificate by id, serial or thumbprint, with its PEM and locations."""
+        ident = str(req.get("id") or "").strip()
+        if not ident:
+            raise RpcError("invalid_request", "id is required", 422)
+        async with self.db.session() as session:
+            row = await catalog.find(session, ident)
+            if row is None:
+                raise RpcError("not_found", f"no certificate {ident!r}", 404)
+            locations = await catalog.locations_of(session, [row.cert_id])
+        return catalog.to_json(row, locations[row.cert_id], with_pem=True)
+
+    def register(self, rt: ServiceRuntime) -> None:
+        rt.rpc("certs.list", self.certs_list)
+        rt.rpc("certs.get", self.certs_get)

@@ -1,0 +1,23 @@
+"""Inventory's composition root."""
+
+from __future__ import annotations
+
+from services.inventory import policy as policy_module
+from services.inventory.api import InventoryApi
+from services.inventory.handlers import Handlers, register
+from services.inventory.settings import InventorySettings
+from services.inventory.tables import TABLES
+from shared.db import Database
+from shared.runtime import ServiceRuntime
+
+SERVICE = "inventory"
+
+
+def build(settings: InventorySettings | None = None) -> ServiceRuntime:
+    settings = settings or InventorySettings()
+    db = Database(settings.database(), schema=SERVICE)
+    rt = ServiceRuntime(SERVICE, settings, db=db, tables=TABLES)
+    policy = policy_module.load(settings.policy_path())
+    register(rt, Handlers(rt, policy))
+    InventoryApi(db).register(rt)
+    return rt

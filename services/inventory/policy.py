@@ -1,0 +1,154 @@
+"""The provisioning policy: from a user's attributes to what each of their devices gets."""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+FIELDS = ("store_type", "store_path", "alias", "subject", "sans", "key_type", "key")
+
+BUILTIN_DEFAULTS: dict[str, Any] = {
+    "store_type": "pem",
+    "store_path": "certs/{template}",
+    "alias": "{template}-{user}",
+    "subject": "CN={user}",
+    "sans": ["email:{email}"],
+    "key_type": "ec-p256",
+    "key": "device",
+}
+
+
+class PolicyError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Person:
+    user: str
+    email: str | None = None
+    department: str | None = None
+    roles: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Provision:
+    """One certificate one device should hold."""
+
+    template: str
+    device: str
+    store_type: str
+    store_path: str
+    alias: str
+    subject_dn: str
+    sans: tuple[str, ...]
+    key_type: str
+    key: str
+    rule: str
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    departments: frozenset[str] | None
+    roles: frozenset[str] | None
+    provision: tuple[dict[str, Any], ...]
+
+    def matches(self, person: Person) -> bool:
+        if self.departments is not None and (person.department or "") not in self.departments:
+            return False
+        return self.roles is None or bool(self.roles & set(person.roles))
+
+
+@dataclass
+class Policy:
+    rules: list[Rule]
+    defaults: dict[str, Any] = field(default_factory=lambda: dict(BUILTIN_DEFAULTS))
+    auto_fix_drift: bool = False
+    auto_approve_agents: list[str] = field(default_factory=list)
+
+    def provisions(self, person: Person, devices: list[str]) -> list[Provision]:
+        """Every (device, template) the person should have, each once, in policy order."""
+        out: dict[tuple[str, str], Provision] = {}
+        for rule in self.rules:
+            if not rule.matches(person):
+                continue
+            for entry in rule.provision:
+                for device in devices:
+                    p = self._render(rule, entry, person, device)
+                    out.setdefault((device, p.template), p)
+        return list(out.values())
+
+    def _render(self, rule: Rule, entry: dict[str, Any], person: Person, device: str) -> Provision:
+        spec = {**self.defaults, **entry}
+        values = {
+            "user": person.user,
+            "email": person.email,
+            "department": person.department,
+            "device": device,
+            "template": spec["template"],
+        }
+        sans = tuple(s for s in (_fill(v, values) for v in spec.get("sans") or []) if s)
+        return Provision(
+            template=spec["template"],
+            device=device,
+            store_type=spec["store_type"],
+            store_path=_fill(spec["store_path"], values) or "",
+            alias=_fill(spec["alias"], values) or spec["template"],
+            subject_dn=_fill(spec["subject"], values) or f"CN={person.user}",
+            sans=sans,
+            key_type=spec["key_type"],
+            key=spec["key"],
+            rule=rule.name,
+        )
+
+
+def _fill(template: str, values: dict[str, Any]) -> str | None:
+    """Fill placeholders; ``None`` when one of them has no value."""
+    names = [f for _, f, _, _ in string.Formatter().parse(template) if f]
+    if any(values.get(n) in (None, "") for n in names):
+        return None
+    return template.format(**{n: values[n] for n in names})
+
+
+def _names(value: Any) -> frozenset[str] | None:
+    if value is None:
+        return None
+    return frozenset([value] if isinstance(value, str) else value)
+
+
+def parse(data: dict[str, Any]) -> Policy:
+    defaults = {**BUILTIN_DEFAULTS, **(data.get("defaults") or {})}
+    rules = []
+    for i, raw in enumerate(data.get("rules") or []):
+        match = raw.get("match") or {}
+        unknown = set(match) - {"department", "roles"}
+        if unknown:
+            raise PolicyError(f"rule {i}: cannot match on {sorted(unknown)}")
+        entries = tuple(raw.get("provision") or [])
+        for entry in entries:
+            if "template" not in entry:
+                raise PolicyError(f"rule {raw.get('name', i)}: every provision names a template")
+            if entry.get("store_type", defaults["store_type"]) not in ("pem", "pkcs12", "jks"):
+                raise PolicyError(f"rule {raw.get('name', i)}: unknown store type")
+        rules.append(
+            Rule(
+                name=str(raw.get("name") or f"rule-{i}"),
+                departments=_names(match.get("department")),
+                roles=_names(match.get("roles")),
+                provision=entries,
+            )
+        )
+    return Policy(
+        rules=rules,
+        defaults=defaults,
+        auto_fix_drift=bool(data.get("drift", {}).get("auto_fix", False)),
+        auto_approve_agents=list(data.get("agents", {}).get("auto_approve", [])),
+    )
+
+
+def load(path: Path) -> Policy:
+    return parse(yaml.safe_load(path.read_text()) or {})

@@ -1,0 +1,99 @@
+"""What follows from issuance, rejection and revocation: install, fail, remove."""
+
+from __future__ import annotations
+
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from services.inventory import catalog, jobs
+from services.inventory.tables import Certificate, ProvisioningRequest, User
+from shared.clock import utcnow
+from shared.events import (
+    AgentJob,
+    CertIssued,
+    CertRejected,
+    Event,
+    JobKind,
+    StoreTarget,
+    derived_id,
+)
+
+
+async def issued(session: AsyncSession, ev: CertIssued) -> list[AgentJob]:
+    """Record the certificate and, when it was asked for a store, send the install job."""
+    cert, new = await catalog.record_issued(session, ev)
+    request = await session.get(ProvisioningRequest, ev.request_id)
+    if request is not None and request.status in ("waiting", "failed"):
+        request.status, request.cert_id, request.error = "issued", ev.cert_id, None
+        request.updated_at = utcnow()
+    target = ev.target or (StoreTarget(**request.target) if request and request.target else None)
+    if not new or target is None or cert.status == "revoked":
+        return []
+    if ev.owner and await _offboarded(session, ev.owner):
+        return []
+    job = await install_job(session, ev, cert, target)
+    return [job] if job else []
+
+
+async def install_job(
+    session: AsyncSession, cause: Event, cert: Certificate, target: StoreTarget
+) -> AgentJob | None:
+    return await jobs.send(
+        session,
+        cause,
+        job_id=derived_id("job", cert.cert_id, "add"),
+        machine=target.machine,
+        kind=JobKind.ADD,
+        target=target,
+        request_id=cert.request_id,
+        template=cert.template,
+        owner=cert.owner,
+        cert_id=cert.cert_id,
+        serial=cert.serial,
+        certificate_pem=cert.certificate_pem,
+        chain_pem=list(cert.chain_pem),
+    )
+
+
+async def rejected(session: AsyncSession, ev: CertRejected) -> None:
+    request = await session.get(ProvisioningRequest, ev.request_id)
+    if request is not None and request.status == "waiting":
+        request.status, request.error = "failed", f"{ev.code}: {ev.message}"
+        request.updated_at = utcnow()
+
+
+async def remove_job(
+    session: AsyncSession, cause: Event, cert: Certificate, target: StoreTarget
+) -> AgentJob | None:
+    return await jobs.send(
+        session,
+        cause,
+        job_id=derived_id(
+            "job", cert.cert_id, target.machine, target.store_path, target.alias, "remove"
+        ),
+        machine=target.machine,
+        kind=JobKind.REMOVE,
+        target=target,
+        cert_id=cert.cert_id,
+        serial=cert.serial,
+        owner=cert.owner,
+    )
+
+
+async def remove_everywhere(
+    session: AsyncSession, cause: Event, cert: Certificate
+) -> list[AgentJob]:
+    out = []
+    for loc in await catalog.active_locations(session, cert.cert_id):
+        target = StoreTarget(
+            machine=loc.machine, store_type=loc.store_type, store_path=loc.store_path,  # type: ignore[arg-type]
+            alias=loc.alias,
+        )  # fmt: skip
+        job = await remove_job(session, cause, cert, target)
+        if job:
+            out.append(job)
+    return out
+
+
+async def _offboarded(session: AsyncSession, user: str) -> bool:
+    row = await session.get(User, user)
+    return row is not None and row.status == "offboarded"
