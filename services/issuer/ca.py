@@ -1,0 +1,242 @@
+"""Certificate authorities: the hierarchy created on first start and kept in the key directory.
+
+Each CA is a certificate plus a signer. Keys are encrypted PKCS#8 files (mode 0600) next to
+their certificates; a second start loads them instead of creating new ones.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
+from services.issuer import urls
+from services.issuer.keys import generate_key, key_spec
+from services.issuer.signer import KeySigner, Signer, load_encrypted_key, save_encrypted_key
+from shared.clock import Clock, SystemClock
+from shared.pki import pem
+
+log = logging.getLogger("certbus.issuer.ca")
+
+
+@dataclass(frozen=True)
+class CaSpec:
+    name: str
+    key_type: str
+    validity_days: int
+    parent: str | None = None
+    common_name: str | None = None
+
+
+DEFAULT_CAS: tuple[CaSpec, ...] = (
+    CaSpec("root", "ec-p384", 3652, None, "certbus Root CA"),
+    CaSpec("issuing-ec", "ec-p256", 1826, "root", "certbus Issuing CA EC"),
+    CaSpec("issuing-rsa", "rsa-3072", 1826, "root", "certbus Issuing CA RSA"),
+    CaSpec("issuing-ed25519", "ed25519", 1826, "root", "certbus Issuing CA Ed25519"),
+    CaSpec("root-pq", "ml-dsa-87", 3652, None, "certbus Root CA ML-DSA"),
+    CaSpec("issuing-mldsa", "ml-dsa-65", 1826, "root-pq", "certbus Issuing CA ML-DSA"),
+)
+
+
+@dataclass
+class CertificateAuthority:
+    name: str
+    certificate: x509.Certificate
+    signer: Signer
+    parent: CertificateAuthority | None = None
+    created: bool = False
+    backend: str = "file"
+    children: list[str] = field(default_factory=list)
+
+    @property
+    def is_root(self) -> bool:
+        return self.parent is None
+
+    @property
+    def key_type(self) -> str:
+        return key_spec(self.certificate.public_key())
+
+    def chain(self) -> list[x509.Certificate]:
+        """This CA's certificate, then its parents' up to the root."""
+        out, ca = [], self
+        while ca is not None:
+            out.append(ca.certificate)
+            ca = ca.parent
+        return out
+
+    def chain_pem(self) -> list[str]:
+        return [pem(c) for c in self.chain()]
+
+    def ski(self) -> x509.SubjectKeyIdentifier:
+        return self.certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+
+
+class CaRegistry:
+    """The CAs this issuer holds, by name."""
+
+    def __init__(self, cas: dict[str, CertificateAuthority]) -> None:
+        self._cas = cas
+
+    def get(self, name: str) -> CertificateAuthority:
+        return self._cas[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._cas
+
+    def all(self) -> list[CertificateAuthority]:
+        return list(self._cas.values())
+
+    def issuing(self) -> list[CertificateAuthority]:
+        return [ca for ca in self._cas.values() if not ca.is_root]
+
+    def add(self, ca: CertificateAuthority) -> None:
+        self._cas[ca.name] = ca
+
+
+def open_hierarchy(
+    key_dir: Path,
+    passphrase: bytes,
+    specs: tuple[CaSpec, ...] | list[CaSpec],
+    public_base_url: str,
+    clock: Clock | None = None,
+) -> CaRegistry:
+    """Load every CA in ``specs`` from ``key_dir``, creating the ones that do not exist yet."""
+    clock = clock or SystemClock()
+    key_dir.mkdir(parents=True, exist_ok=True)
+    key_dir.chmod(0o700)
+    registry = CaRegistry({})
+    wanted = {s.name: s for s in specs}
+    for spec in _parents_first(specs):
+        if spec.parent and spec.parent not in wanted:
+            raise ValueError(f"CA {spec.name} names unknown parent {spec.parent}")
+        parent = registry.get(spec.parent) if spec.parent else None
+        registry.add(_load_or_create(key_dir, passphrase, spec, parent, public_base_url, clock))
+    for ca in registry.all():
+        if ca.parent:
+            ca.parent.children.append(ca.name)
+    return registry
+
+
+def select_cas(names: list[str] | None, specs: tuple[CaSpec, ...] = DEFAULT_CAS) -> list[CaSpec]:
+    """The specs named (all when ``names`` is empty), with the parents they need."""
+    if not names:
+        return list(specs)
+    by_name = {s.name: s for s in specs}
+    chosen: dict[str, CaSpec] = {}
+    for name in names:
+        spec = by_name.get(name)
+        if spec is None:
+            raise ValueError(f"unknown CA {name!r}; known: {', '.join(by_name)}")
+        while spec is not None:
+            chosen.setdefault(spec.name, spec)
+            spec = by_name.get(spec.parent) if spec.parent else None
+    return [s for s in specs if s.name in chosen]
+
+
+def _parents_first(specs: tuple[CaSpec, ...] | list[CaSpec]) -> list[CaSpec]:
+    roots = [s for s in specs if not s.parent]
+    return roots + [s for s in specs if s.parent]
+
+
+def key_path(key_dir: Path, name: str) -> Path:
+    return key_dir / f"{name}.key.pem"
+
+
+def cert_path(key_dir: Path, name: str) -> Path:
+    return key_dir / f"{name}.crt.pem"
+
+
+def _load_or_create(
+    key_dir: Path,
+    passphrase: bytes,
+    spec: CaSpec,
+    parent: CertificateAuthority | None,
+    base_url: str,
+    clock: Clock,
+) -> CertificateAuthority:
+    kp, cp = key_path(key_dir, spec.name), cert_path(key_dir, spec.name)
+    if cp.exists():
+        cert = x509.load_pem_x509_certificate(cp.read_bytes())
+        signer = KeySigner(load_encrypted_key(kp, passphrase))
+        return CertificateAuthority(spec.name, cert, signer, parent)
+    key = generate_key(spec.key_type)
+    save_encrypted_key(kp, key, passphrase)
+    signer = KeySigner(key)
+    cert = build_ca_certificate(spec, signer, parent, base_url, clock.now())
+    cp.write_bytes(pem(cert).encode())
+    log.info("created CA %s (%s)", spec.name, spec.key_type)
+    return CertificateAuthority(spec.name, cert, signer, parent, created=True)
+
+
+def ca_name(spec: CaSpec) -> x509.Name:
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "certbus"),
+            x509.NameAttribute(NameOID.COMMON_NAME, spec.common_name or spec.name),
+        ]
+    )
+
+
+def build_ca_certificate(
+    spec: CaSpec,
+    signer: Signer,
+    parent: CertificateAuthority | None,
+    base_url: str,
+    now: datetime,
+) -> x509.Certificate:
+    """A root (self-signed) or an issuing CA certificate signed by ``parent``."""
+    subject = ca_name(spec)
+    public_key = signer.public_key()
+    not_before = now - timedelta(minutes=5)
+    not_after = now + timedelta(days=spec.validity_days)
+    issuer_signer, issuer_name = signer, subject
+    builder = x509.CertificateBuilder().subject_name(subject).public_key(public_key)
+    builder = builder.serial_number(x509.random_serial_number())
+    builder = builder.add_extension(
+        x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False
+    )
+    if parent is not None:
+        issuer_signer, issuer_name = parent.signer, parent.certificate.subject
+        not_after = min(not_after, parent.certificate.not_valid_after_utc)
+        builder = builder.add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(parent.ski()),
+            critical=False,
+        )
+        builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        builder = builder.add_extension(
+            x509.CRLDistributionPoints(
+                [x509.DistributionPoint([x509.UniformResourceIdentifier(
+                    urls.crl_url(base_url, parent.name))], None, None, None)]
+            ),
+            critical=False,
+        )
+        builder = builder.add_extension(
+            x509.AuthorityInformationAccess(
+                [
+                    x509.AccessDescription(
+                        x509.AuthorityInformationAccessOID.CA_ISSUERS,
+                        x509.UniformResourceIdentifier(urls.ca_issuers_url(base_url, parent.name)),
+                    )
+                ]
+            ),
+            critical=False,
+        )
+    else:
+        builder = builder.add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(public_key), critical=False
+        )
+        builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+    builder = builder.add_extension(
+        x509.KeyUsage(
+            digital_signature=True, content_commitment=False, key_encipherment=False,
+            data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
+            encipher_only=False, decipher_only=False,
+        ),
+        critical=True,
+    )
+    builder = builder.issuer_name(issuer_name).not_valid_before(not_before).not_valid_after(not_after)
+    return issuer_signer.sign_certificate(builder)

@@ -1,0 +1,150 @@
+"""The issuer against a real nats-server and database: requests in, certificates and CRLs out."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+
+from services.issuer.app import build
+from services.issuer.testing import issuer_settings, make_csr, tampered, user_csr
+from shared import subjects
+from shared.events import CertIssued, CertRequested, CertRevoked, CrlPublished
+from shared.pki import RevocationReason, load_certificate, parse_serial
+
+pytestmark = pytest.mark.integration
+
+
+class Tap:
+    """Every message on one subject since the tap opened (an ephemeral JetStream consumer)."""
+
+    def __init__(self, nc, subject: str) -> None:
+        self.nc, self.subject, self.seen = nc, subject, []
+
+    async def open(self) -> Tap:
+        js = self.nc.jetstream()
+        self.sub = await js.pull_subscribe(self.subject, stream=subjects.stream_for(self.subject))
+        return self
+
+    async def until(self, predicate, timeout: float = 15.0) -> list[dict]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not predicate(self.seen):
+            if loop.time() > deadline:
+                raise AssertionError(f"{self.subject}: condition not met; saw {len(self.seen)} messages")
+            try:
+                for m in await self.sub.fetch(500, timeout=0.3):
+                    self.seen.append(json.loads(m.data))
+                    await m.ack()
+            except TimeoutError:
+                pass
+        return self.seen
+
+
+async def publish(nc, *events) -> None:
+    js = nc.jetstream()
+    for ev in events:
+        await js.publish(ev.subject, ev.model_dump_json().encode(), headers={"Nats-Msg-Id": ev.event_id})
+
+
+@pytest.fixture
+async def issuer(nats_url, nats_client, database_url, tmp_path):
+    rt = build(issuer_settings(tmp_path, nats_url, database_url))
+    await rt.app.start()
+    yield rt
+    await rt.app.stop()
+
+
+async def test_a_requested_certificate_is_issued_with_every_field_and_a_verifiable_chain(
+    issuer, nats_client, tmp_path: Path
+) -> None:
+    issued = await Tap(nats_client, subjects.CERT_ISSUED).open()
+    request = CertRequested(request_id="req-alice-1", template="user-client",
+                            csr_pem=user_csr("alice"), owner="alice", device="alice-laptop",
+                            metadata={"cost_center": "42"})
+    await publish(nats_client, request)
+    [body] = await issued.until(lambda s: len(s) >= 1)
+    ev = CertIssued.model_validate(body)
+    cert = load_certificate(ev.certificate_pem)
+    assert ev.request_id == "req-alice-1" and ev.correlation_id == request.correlation_id
+    assert ev.serial == format(cert.serial_number, "x") and ev.issuer_ca == "issuing-ec"
+    assert ev.owner == "alice" and ev.device == "alice-laptop" and ev.metadata == {"cost_center": "42"}
+    assert ev.sans == ["email:alice@example.com"] and ev.subject_dn == "CN=alice"
+    assert len(ev.chain_pem) == 2 and ev.thumbprint_sha256 and ev.thumbprint_sha1
+    (tmp_path / "leaf.pem").write_text(ev.certificate_pem)
+    (tmp_path / "issuing.pem").write_text(ev.chain_pem[0])
+    (tmp_path / "root.pem").write_text(ev.chain_pem[1])
+    verify = subprocess.run(
+        ["openssl", "verify", "-CAfile", "root.pem", "-untrusted", "issuing.pem", "leaf.pem"],
+        cwd=tmp_path, capture_output=True, text=True,
+    )
+    assert verify.returncode == 0, verify.stderr
+
+
+async def test_a_redelivered_or_repeated_request_yields_exactly_one_certificate(issuer, nats_client) -> None:
+    issued = await Tap(nats_client, subjects.CERT_ISSUED).open()
+    csr = user_csr("bob")
+    first = CertRequested(request_id="req-bob", template="user-client", csr_pem=csr, owner="bob")
+    again = CertRequested(request_id="req-bob", template="user-client", csr_pem=csr, owner="bob")
+    other = CertRequested(request_id="req-bob-2", template="user-client", csr_pem=csr, owner="bob")
+    await publish(nats_client, first, again, again, first, other)
+    await issued.until(lambda s: {b["request_id"] for b in s} >= {"req-bob", "req-bob-2"})
+    await asyncio.sleep(1.0)
+    await issued.until(lambda s: True)
+    assert sorted(b["request_id"] for b in issued.seen) == ["req-bob", "req-bob-2"]
+
+
+async def test_a_bad_csr_is_rejected_with_a_stable_code(issuer, nats_client) -> None:
+    rejected = await Tap(nats_client, subjects.CERT_REJECTED).open()
+    csr, _ = make_csr("carol", [x509.RFC822Name("carol@example.com")])
+    await publish(
+        nats_client,
+        CertRequested(request_id="bad-sig", template="user-client", csr_pem=tampered(csr), owner="carol"),
+        CertRequested(request_id="bad-template", template="no-such", csr_pem=user_csr("carol")),
+    )
+    await nats_client.jetstream().publish(
+        subjects.CERT_REQUESTED, json.dumps({"request_id": "broken", "template": 7}).encode()
+    )
+    seen = await rejected.until(lambda s: len(s) >= 3)
+    codes = {b["request_id"]: (b["code"], b["message"]) for b in seen}
+    assert codes["bad-sig"][0] == "csr_signature_invalid"
+    assert codes["bad-template"][0] == "unknown_template" and "no-such" in codes["bad-template"][1]
+    assert codes["broken"][0] == "malformed_event" and "template" in codes["broken"][1]
+
+
+async def test_a_revocation_publishes_a_crl_listing_the_serial_with_its_reason(
+    issuer, nats_client, tmp_path: Path
+) -> None:
+    issued = await Tap(nats_client, subjects.CERT_ISSUED).open()
+    crls = await Tap(nats_client, subjects.CRL_PUBLISHED).open()
+    await crls.until(lambda s: any(b["ca"] == "issuing-ec" and not b["delta"] for b in s))
+    await publish(nats_client, CertRequested(request_id="req-dave", template="user-client",
+                                             csr_pem=user_csr("dave"), owner="dave"))
+    [body] = await issued.until(lambda s: len(s) >= 1)
+    before = max(b["crl_number"] for b in crls.seen)
+    revoked_at = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    await publish(nats_client, CertRevoked(
+        cert_id=body["cert_id"], serial=body["serial"], issuer_ca="issuing-ec",
+        reason=RevocationReason.KEY_COMPROMISE, comment="laptop stolen", revoked_at=revoked_at,
+        invalidity_date=datetime(2026, 1, 1, tzinfo=UTC),
+    ))
+    seen = await crls.until(lambda s: any(b["crl_number"] > before and b["entries"] == 1
+                                          and not b["delta"] for b in s))
+    event = CrlPublished.model_validate(next(b for b in seen if b["crl_number"] > before and not b["delta"]))
+    assert event.object_name == f"issuing-ec/{event.crl_number}.crl"
+    obs = await nats_client.jetstream().object_store(subjects.OBJECT_BUCKET_CRLS)
+    der = (await obs.get(event.object_name)).data
+    (tmp_path / "crl.der").write_bytes(der)
+    text = subprocess.run(["openssl", "crl", "-inform", "DER", "-in", "crl.der", "-noout", "-text"],
+                          cwd=tmp_path, capture_output=True, text=True, check=True).stdout
+    assert body["serial"].upper() in text.replace(":", "").upper()
+    assert "Key Compromise" in text
+    crl = x509.load_der_x509_crl(der)
+    entry = crl.get_revoked_certificate_by_serial_number(parse_serial(body["serial"]))
+    assert entry is not None and entry.revocation_date_utc == revoked_at
+    assert crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number == event.crl_number
