@@ -24,7 +24,7 @@ from nats.js.api import StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 from pydantic import ValidationError
 
-from shared import logs, subjects
+from shared import compat, logs, subjects  # noqa: F401 - compat patches on import
 from shared.events import Event, model_for
 
 log = logging.getLogger("certbus.bus")

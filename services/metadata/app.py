@@ -1,0 +1,28 @@
+"""The metadata service's composition root."""
+
+from __future__ import annotations
+
+from services.metadata.handlers import MetadataHandlers
+from services.metadata.settings import MetadataSettings
+from services.metadata.tables import TABLES
+from shared import subjects
+from shared.clock import Clock, SystemClock
+from shared.db import Database
+from shared.runtime import ServiceRuntime
+
+SERVICE = "metadata"
+
+
+def build(settings: MetadataSettings | None = None, clock: Clock | None = None) -> ServiceRuntime:
+    settings = settings or MetadataSettings()
+    runtime = ServiceRuntime(
+        SERVICE, settings, db=Database(settings.database(), schema=SERVICE), tables=TABLES
+    )
+    handlers = MetadataHandlers(runtime, clock or SystemClock())
+    runtime.consume(subjects.CERT_ISSUED, handlers.cert_issued)
+    runtime.consume(subjects.USER_OFFBOARDED, handlers.user_offboarded)
+    runtime.rpc("get", handlers.get)
+    runtime.rpc("set", handlers.set)
+    runtime.rpc("compare", handlers.compare)
+    runtime.rpc("history", handlers.history)
+    return runtime

@@ -1,0 +1,10 @@
+from __future__ import annotations
+
+from shared.settings import CommonSettings
+
+
+class MetadataSettings(CommonSettings):
+    metadata_database_url: str | None = None
+
+    def database(self) -> str:
+        return self.database_url_for("metadata", self.metadata_database_url)
