@@ -1,0 +1,146 @@
+"""What the agent does with each job; returns the events to publish (no messaging here).
+
+Every event id is derived from the job id, so a redelivered job publishes nothing new.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+
+from services.agent import keys
+from services.agent.errors import JobError
+from services.agent.stores import open_store
+from shared import pki
+from shared.events import (
+    AgentJob,
+    AgentJobCompleted,
+    AgentJobFailed,
+    CertInstalled,
+    CertRemoved,
+    CertRequested,
+    Event,
+    JobKind,
+    StoreTarget,
+    derived_id,
+)
+
+log = logging.getLogger("certbus.agent")
+
+Hook = Callable[[AgentJob, Path], None]
+
+
+class Worker:
+    def __init__(self, machine: str, root: Path, after_install: Hook | None = None) -> None:
+        self.machine = machine
+        self.root = root
+        self.after_install = after_install
+
+    def run(self, job: AgentJob) -> list[Event]:
+        """The events that report the job's outcome, failure included."""
+        handler = {
+            JobKind.REENROLL: self.reenroll,
+            JobKind.ADD: self.add,
+            JobKind.REMOVE: self.remove,
+        }.get(job.kind)
+        try:
+            if handler is None:
+                raise JobError("unsupported_job", f"this agent cannot run {job.kind.value} jobs")
+            events, result = handler(job)
+        except JobError as exc:
+            log.warning("job %s (%s) failed: %s", job.job_id, job.kind.value, exc.message)
+            return [
+                self._event(job, AgentJobFailed, kind=job.kind, error=exc.message, code=exc.code)
+            ]
+        except OSError as exc:
+            log.warning("job %s (%s) failed: %s", job.job_id, job.kind.value, exc)
+            return [
+                self._event(job, AgentJobFailed, kind=job.kind, error=str(exc), code="io_error")
+            ]
+        return [*events, self._event(job, AgentJobCompleted, kind=job.kind, result=result)]
+
+    def _event(self, job: AgentJob, cls: type[Event], **fields: Any) -> Event:
+        if "machine" in cls.model_fields:
+            fields.setdefault("machine", self.machine)
+        return job.caused(
+            cls, event_id=derived_id(job.job_id, cls.subject), job_id=job.job_id, **fields
+        )
+
+    def _target(self, job: AgentJob) -> StoreTarget:
+        if job.target is None:
+            raise JobError("missing_target", f"a {job.kind.value} job needs a target store")
+        return job.target
+
+    def reenroll(self, job: AgentJob) -> tuple[list[Event], dict[str, Any]]:
+        """Make (or reuse) the key on this machine and send a CSR for it."""
+        if not job.request_id or not job.template or not job.subject_dn:
+            raise JobError(
+                "invalid_job", "a reenroll job needs request_id, template and subject_dn"
+            )
+        key = keys.pending_key(self.root, job.request_id, job.key_type)
+        csr = keys.build_csr(key, job.subject_dn, job.sans)
+        csr_pem = csr.public_bytes(serialization.Encoding.PEM).decode()
+        requested = self._event(
+            job, CertRequested, request_id=job.request_id, template=job.template,
+            csr_pem=csr_pem, owner=job.owner, device=self.machine, target=job.target,
+        )  # fmt: skip
+        return [requested], {
+            "request_id": job.request_id,
+            "public_key_sha256": hashlib.sha256(keys.public_der(key)).hexdigest(),
+        }
+
+    def add(self, job: AgentJob) -> tuple[list[Event], dict[str, Any]]:
+        """Install the certificate with the key that waits for it."""
+        target = self._target(job)
+        if not job.certificate_pem:
+            raise JobError("invalid_job", "an add job needs certificate_pem")
+        cert = pki.load_certificate(job.certificate_pem)
+        chain = [pki.load_certificate(c) for c in job.chain_pem]
+        serial = pki.render_serial(cert.serial_number)
+        store = open_store(self.root, target)
+        current = store.get(target.alias)
+        already = current is not None and current.serial == serial
+        if not already:
+            key_path = keys.pending_path(self.root, job.request_id or "")
+            if not job.request_id or not key_path.exists():
+                raise JobError(
+                    "key_missing",
+                    f"no private key waits for request {job.request_id!r} on {self.machine} "
+                    f"({key_path}); the key is made here by the reenroll job and never sent",
+                )
+            key = keys.load(key_path)
+            if not keys.matches(key, cert):
+                raise JobError("key_mismatch", f"certificate {serial} is not for the pending key")
+            store.add(target.alias, cert, key, chain)
+            key_path.unlink()
+            if self.after_install:
+                self.after_install(job, store.path)
+        installed = self._event(
+            job, CertInstalled, cert_id=job.cert_id or serial, serial=serial,
+            thumbprint_sha256=pki.thumbprint(cert), target=target,
+        )  # fmt: skip
+        return [installed], {
+            "serial": serial,
+            "path": str(store.path),
+            "already_installed": already,
+        }
+
+    def remove(self, job: AgentJob) -> tuple[list[Event], dict[str, Any]]:
+        """Delete the certificate from the store if that store holds that very certificate."""
+        target = self._target(job)
+        store = open_store(self.root, target)
+        current = store.get(target.alias)
+        serial = (job.serial or "").lower()
+        found = current is not None and (not serial or current.serial == serial)
+        if found:
+            store.remove(target.alias)
+        removed = self._event(
+            job, CertRemoved, cert_id=job.cert_id or serial, serial=serial or "", target=target,
+            found=found,
+        )  # fmt: skip
+        return [removed], {"found": found, "serial": serial}

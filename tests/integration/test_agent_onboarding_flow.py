@@ -1,0 +1,94 @@
+"""Onboarding and offboarding through inventory and a real agent, with a stand-in issuer."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from services.agent.app import build as build_agent
+from services.agent.settings import AgentSettings
+from services.inventory.app import build as build_inventory
+from services.inventory.settings import InventorySettings
+from shared import subjects
+from shared.clock import utcnow
+from shared.events import CertRequested, CertRevoked, UserOffboarded, UserOnboarded
+from shared.pki import RevocationReason
+from tests.inventory_kit import BusReader, TestCA, cert_and_key_match, eventually, publish
+
+pytestmark = pytest.mark.integration
+
+
+async def stand_in_issuer(nc: Any, ca: TestCA) -> None:
+    """Signs every CSR on cert.requested, as the issuer service would."""
+    sub = await nc.jetstream().pull_subscribe(subjects.CERT_REQUESTED, durable="test-issuer")
+    while True:
+        try:
+            msgs = await sub.fetch(10, timeout=0.5)
+        except TimeoutError:
+            continue
+        for m in msgs:
+            await publish(nc, ca.issue(CertRequested.model_validate_json(m.data)))
+            await m.ack()
+
+
+async def test_a_new_hire_gets_a_certificate_on_the_laptop_and_loses_it_when_leaving(
+    nats_url: str, nats_client: Any, tmp_path: Path
+) -> None:
+    reader, ca = BusReader(nats_client), TestCA()
+    inventory = build_inventory(
+        InventorySettings(
+            nats_url=nats_url, inventory_database_url=f"sqlite+aiosqlite:///{tmp_path / 'inv.db'}"
+        )
+    )
+    laptop = build_agent(
+        AgentSettings(nats_url=nats_url, machine="erin-laptop", root=tmp_path / "erin-laptop")
+    )
+    await inventory.app.start()
+    await laptop.app.start()
+    issuer = asyncio.create_task(stand_in_issuer(nats_client, ca))
+    store = tmp_path / "erin-laptop" / "certs" / "user-client"
+    try:
+        await publish(
+            nats_client,
+            UserOnboarded(user="erin", email="erin@example.com", devices=["erin-laptop"]),
+        )
+        (installed,) = await reader.take(subjects.CERT_INSTALLED, 1)
+        assert cert_and_key_match(store / "user-client-erin.crt", store / "user-client-erin.key")
+
+        async def located() -> dict[str, Any] | None:
+            reply = await nats_client.request(
+                subjects.rpc("inventory", "certs.get"),
+                json.dumps({"id": installed["cert_id"]}).encode(),
+            )
+            cert = json.loads(reply.data)["result"]
+            return cert if cert["locations"] else None
+
+        cert = await eventually(located)
+        assert cert["owner"] == "erin" and cert["subject"] == "CN=erin"
+        assert cert["locations"][0]["machine"] == "erin-laptop"
+
+        await publish(nats_client, UserOffboarded(user="erin"))
+        await publish(
+            nats_client,
+            CertRevoked(
+                cert_id=cert["id"],
+                serial=cert["serial"],
+                issuer_ca=ca.name,
+                owner="erin",
+                reason=RevocationReason.CESSATION_OF_OPERATION,
+                comment="erin left",
+                revoked_at=utcnow(),
+            ),
+        )
+        (done,) = await reader.take(subjects.USER_OFFBOARDING_COMPLETED, 1)
+        assert (done["found"], done["revoked"], done["removed"]) == (1, 1, 1)
+        assert not (store / "user-client-erin.crt").exists()
+        assert not (store / "user-client-erin.key").exists()
+    finally:
+        issuer.cancel()
+        await laptop.app.stop()
+        await inventory.app.stop()
