@@ -21,7 +21,7 @@ pytestmark = pytest.mark.integration
 
 
 class Tap:
-    """Every message on one subject since the tap opened (an ephemeral JetStream consumer)."""
+    """Every message on one subject in its stream (an ephemeral consumer delivering all)."""
 
     def __init__(self, nc, subject: str) -> None:
         self.nc, self.subject, self.seen = nc, subject, []
@@ -44,6 +44,11 @@ class Tap:
             except TimeoutError:
                 pass
         return self.seen
+
+    async def drain(self, seconds: float = 1.0) -> list[dict]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        return await self.until(lambda _: loop.time() > deadline, timeout=seconds + 5)
 
 
 async def publish(nc, *events) -> None:
@@ -94,8 +99,7 @@ async def test_a_redelivered_or_repeated_request_yields_exactly_one_certificate(
     other = CertRequested(request_id="req-bob-2", template="user-client", csr_pem=csr, owner="bob")
     await publish(nats_client, first, again, again, first, other)
     await issued.until(lambda s: {b["request_id"] for b in s} >= {"req-bob", "req-bob-2"})
-    await asyncio.sleep(1.0)
-    await issued.until(lambda s: True)
+    await issued.drain(1.0)
     assert sorted(b["request_id"] for b in issued.seen) == ["req-bob", "req-bob-2"]
 
 
@@ -148,3 +152,47 @@ async def test_a_revocation_publishes_a_crl_listing_the_serial_with_its_reason(
     entry = crl.get_revoked_certificate_by_serial_number(parse_serial(body["serial"]))
     assert entry is not None and entry.revocation_date_utc == revoked_at
     assert crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number == event.crl_number
+
+
+async def test_a_burst_of_revocations_is_coalesced_into_a_handful_of_crls(
+    issuer, nats_client
+) -> None:
+    crls = await Tap(nats_client, subjects.CRL_PUBLISHED).open()
+    await crls.until(lambda s: any(b["ca"] == "issuing-ec" for b in s))
+    burst = [
+        CertRevoked(cert_id=f"c{i}", serial=format(0x10000 + i, "x"), issuer_ca="issuing-ec",
+                    reason=RevocationReason.CESSATION_OF_OPERATION, comment="offboarded",
+                    revoked_at=datetime(2026, 1, 1, tzinfo=UTC))
+        for i in range(1000)
+    ]
+    js = nats_client.jetstream()
+    await asyncio.gather(*(
+        js.publish(ev.subject, ev.model_dump_json().encode(), headers={"Nats-Msg-Id": ev.event_id})
+        for ev in burst
+    ))
+    seen = await crls.until(lambda s: any(b["entries"] == 1000 and not b["delta"] for b in s), timeout=30)
+    full_after_burst = [b for b in seen if not b["delta"] and b["ca"] == "issuing-ec"][1:]
+    assert 1 <= len(full_after_burst) <= 5
+
+
+async def test_a_restarted_issuer_keeps_its_cas_and_continues_crl_numbers(
+    nats_url, nats_client, tmp_path
+) -> None:
+    settings = issuer_settings(tmp_path, nats_url)
+    crls = await Tap(nats_client, subjects.CRL_PUBLISHED).open()
+    first = build(settings)
+    await first.app.start()
+    await crls.until(lambda s: any(b["ca"] == "issuing-ec" for b in s))
+    ca_before = first.issuer.cas.get("issuing-ec").certificate
+    await first.app.stop()
+    numbers_before = max(b["crl_number"] for b in crls.seen if b["ca"] == "issuing-ec")
+    second = build(settings)
+    await second.app.start()
+    try:
+        assert second.issuer.cas.get("issuing-ec").certificate == ca_before
+        await second.crls.publish_now("issuing-ec")
+        await crls.until(lambda s: max(b["crl_number"] for b in s if b["ca"] == "issuing-ec") > numbers_before)
+    finally:
+        await second.app.stop()
+    created = await (await Tap(nats_client, subjects.CA_CREATED).open()).drain(1.0)
+    assert sorted(b["ca"] for b in created) == ["issuing-ec", "root"]
