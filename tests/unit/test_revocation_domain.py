@@ -1,0 +1,128 @@
+"""The revocation domain on SQLite, without a bus: who is affected, and what revoking twice does."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from services.revocation import offboarding, projection, revoker
+from services.revocation.crls import caching_headers
+from services.revocation.models import TABLES, StoredCrl
+from shared.db import Database
+from shared.events import CertInstalled, StoreTarget, UserOffboarded
+from shared.outbox import OutboxMessage
+from shared.pki import RevocationReason
+from shared.testing.revocation_kit import LabCa
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[Database]:
+    database = Database(f"sqlite+aiosqlite:///{tmp_path / 'revocation.db'}")
+    await database.create_all(tables=[*TABLES, OutboxMessage.__table__])
+    yield database
+    await database.dispose()
+
+
+@pytest.fixture(scope="module")
+def ca() -> LabCa:
+    return LabCa("corp")
+
+
+def order(reason: RevocationReason = RevocationReason.KEY_COMPROMISE, cause: str = "api-1"):  # type: ignore[no-untyped-def]
+    return revoker.RevocationOrder(
+        reason=reason, comment="lost laptop", cause=cause, correlation_id="corr-1"
+    )
+
+
+async def test_revoking_twice_reports_the_first_revocation(db: Database, ca: LabCa) -> None:
+    async with db.transaction() as s:
+        cert = await projection.record_issued(s, ca.issued_event("alice", owner="alice"))
+        first = await revoker.revoke(s, [cert], order())
+        second = await revoker.revoke(s, [cert], order(RevocationReason.SUPERSEDED, cause="api-2"))
+    assert [o.status for o in first.outcomes] == ["revoked"]
+    assert len(first.events) == 1 and first.events[0].reason == RevocationReason.KEY_COMPROMISE
+    assert [o.status for o in second.outcomes] == ["already_revoked"]
+    assert second.events == []
+    assert second.outcomes[0].revocation["reason"] == "keyCompromise"
+
+
+async def test_a_hold_can_be_released_but_other_reasons_are_final(db: Database, ca: LabCa) -> None:
+    async with db.transaction() as s:
+        held = await projection.record_issued(s, ca.issued_event("held", owner="x"))
+        final = await projection.record_issued(s, ca.issued_event("final", owner="x"))
+        await revoker.revoke(s, [held], order(RevocationReason.CERTIFICATE_HOLD))
+        await revoker.revoke(s, [final], order(RevocationReason.SUPERSEDED))
+        released, event = await revoker.release(s, held, "found it", "corr-2", "admin")
+        refused, none = await revoker.release(s, final, "please", "corr-3", "admin")
+        again = await revoker.revoke(s, [held], order(RevocationReason.CERTIFICATE_HOLD, "api-3"))
+    assert released["status"] == "released" and event is not None and event.serial == held.serial
+    assert refused["status"] == "final" and none is None
+    assert [o.status for o in again.outcomes] == ["revoked"]
+
+
+async def test_offboarding_finds_owned_certificates_and_those_on_the_users_devices(
+    db: Database, ca: LabCa
+) -> None:
+    async with db.transaction() as s:
+        await projection.assign_devices(s, "alice", ["alice-pc"])
+        owned = await projection.record_issued(s, ca.issued_event("alice", owner="alice"))
+        for_device = await projection.record_issued(s, ca.issued_event("pc", device="alice-pc"))
+        on_device = ca.issued_event("vpn", owner="svc")
+        await projection.record_issued(s, on_device)
+        await projection.record_installed(
+            s,
+            CertInstalled(
+                cert_id=on_device.cert_id,
+                serial=on_device.serial,
+                thumbprint_sha256=on_device.thumbprint_sha256,
+                target=StoreTarget(machine="alice-pc", store_path="/s", alias="vpn"),
+            ),
+        )
+        await projection.record_issued(s, ca.issued_event("bob", owner="bob"))
+        result = await offboarding.offboard(s, UserOffboarded(user="alice"))
+    assert sorted(e.cert_id for e in result.events) == sorted(
+        [owned.cert_id, for_device.cert_id, on_device.cert_id]
+    )
+    assert {e.reason for e in result.events} == {RevocationReason.CESSATION_OF_OPERATION}
+
+
+async def test_a_certificate_is_found_by_id_serial_with_colons_or_thumbprint(
+    db: Database, ca: LabCa
+) -> None:
+    ev = ca.issued_event("alice", owner="alice")
+    async with db.transaction() as s:
+        await projection.record_issued(s, ev)
+        colons = ":".join(
+            ev.serial.zfill(len(ev.serial) + len(ev.serial) % 2)[i : i + 2]
+            for i in range(0, len(ev.serial) + len(ev.serial) % 2, 2)
+        )
+        for ident in (
+            ev.cert_id,
+            ev.serial,
+            colons.upper(),
+            ev.thumbprint_sha1,
+            ev.thumbprint_sha256.upper(),
+        ):
+            found = await projection.find_certificate(s, ident)
+            assert found is not None and found.cert_id == ev.cert_id, ident
+        assert await projection.find_certificate(s, "nothing-like-this") is None
+
+
+def test_a_crl_is_cached_no_longer_than_until_its_next_update() -> None:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    crl = StoredCrl(
+        ca="c",
+        delta=False,
+        crl_number=1,
+        der=b"",
+        sha256="ab",
+        this_update=now,
+        next_update=now + timedelta(seconds=90),
+        stored_at=now,
+    )
+    assert "max-age=90" in caching_headers(crl, 300, now)["Cache-Control"]
+    assert "max-age=300" in caching_headers(crl, 300, now - timedelta(hours=1))["Cache-Control"]
+    assert "max-age=0" in caching_headers(crl, 300, now + timedelta(days=1))["Cache-Control"]
