@@ -248,6 +248,8 @@ class CertRenewalRequested(Event):
     request_id: str
     template: str | None = None
     ca: str | None = None
+    csr_pem: str | None = None
+    owner: str | None = None
 
 
 class CertRenewed(Event):
