@@ -5,6 +5,7 @@ from __future__ import annotations
 from services.inventory import policy as policy_module
 from services.inventory.api import InventoryApi
 from services.inventory.handlers import Handlers, register
+from services.inventory.indexes import ensure_search_indexes
 from services.inventory.settings import InventorySettings
 from services.inventory.tables import TABLES
 from shared.db import Database
@@ -20,4 +21,5 @@ def build(settings: InventorySettings | None = None) -> ServiceRuntime:
     policy = policy_module.load(settings.policy_path())
     register(rt, Handlers(rt, policy))
     InventoryApi(db).register(rt)
+    rt.on_startup(lambda: ensure_search_indexes(db))
     return rt

@@ -1,37 +1,496 @@
-"""The catalog's search language (filled in below): compiled to SQLAlchemy expressions."""
+"""The catalog's search language, in the style PKI admins know from PowerShell:
+
+    CN -contains "alice" AND
+        (NotAfter -lt "%TODAY+30%" OR SignatureAlgorithm -eq "sha1WithRSAEncryption")
+
+A tokenizer and a recursive-descent parser build a small tree, which compiles to a SQLAlchemy
+expression: every value is a bound parameter, never text pasted into SQL, so the same query runs
+on SQLite and PostgreSQL. Text comparisons ignore case. Errors name the position (1-based) and
+what was expected there.
+"""
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from services.inventory.tables import Certificate
+from sqlalchemy import and_, exists, false, func, not_, or_, select, true
+from sqlalchemy.sql.elements import ColumnElement
+
+from services.inventory.tables import Certificate, CertificateField, Location
+from shared.clock import utcnow
+
+OPERATORS = (
+    "-eq", "-ne", "-contains", "-notcontains", "-startswith", "-endswith",
+    "-lt", "-le", "-gt", "-ge",
+)  # fmt: skip
+TEXT_ONLY = {"-contains", "-notcontains", "-startswith", "-endswith"}
+NEGATIVE = {"-ne": "-eq", "-notcontains": "-contains"}
 
 
 class QueryError(ValueError):
-    pass
+    def __init__(self, position: int, message: str) -> None:
+        super().__init__(f"at position {position}: {message}")
+        self.position = position
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Token:
+    kind: str  # word, string, op, and, or, not, lparen, rparen, end
+    text: str
+    position: int
+
+
+_TOKEN = re.compile(
+    r"""(?P<space>\s+)
+      | (?P<lparen>\()
+      | (?P<rparen>\))
+      | (?P<string>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')
+      | (?P<op>-[A-Za-z]+)
+      | (?P<word>[^\s()"']+)
+    """,
+    re.VERBOSE,
+)
+
+
+def tokenize(text: str) -> list[Token]:
+    tokens, pos = [], 0
+    while pos < len(text):
+        m = _TOKEN.match(text, pos)
+        if m is None:
+            quote = text[pos]
+            raise QueryError(pos + 1, f"unterminated string starting with {quote}")
+        kind, value = m.lastgroup or "", m.group()
+        if kind == "op":
+            if value.lower() not in OPERATORS:
+                raise QueryError(
+                    pos + 1, f"unknown operator {value!r}; expected one of {', '.join(OPERATORS)}"
+                )
+            value = value.lower()
+        elif kind == "string":
+            value = re.sub(r"\\(.)", r"\1", value[1:-1])
+        elif kind == "word" and value.upper() in ("AND", "OR", "NOT"):
+            kind = value.lower()
+        if kind != "space":
+            tokens.append(Token(kind, value, pos + 1))
+        pos = m.end()
+    tokens.append(Token("end", "", len(text) + 1))
+    return tokens
+
+
+@dataclass(frozen=True)
+class Comparison:
+    field: str
+    op: str
+    value: str | None  # None: the NULL keyword
+    position: int
+    value_position: int
+
+
+@dataclass(frozen=True)
+class BoolOp:
+    op: str  # and, or
+    parts: tuple[Node, ...]
+
+
+@dataclass(frozen=True)
+class Not:
+    part: Node
+
+
+Node = Comparison | BoolOp | Not
+
+
+class Parser:
+    def __init__(self, text: str) -> None:
+        self.tokens = tokenize(text)
+        self.i = 0
+
+    @property
+    def tok(self) -> Token:
+        return self.tokens[self.i]
+
+    def take(self) -> Token:
+        t = self.tokens[self.i]
+        self.i += 1
+        return t
+
+    def parse(self) -> Node:
+        if self.tok.kind == "end":
+            raise QueryError(self.tok.position, 'expected a condition such as CN -eq "name"')
+        node = self.or_()
+        if self.tok.kind != "end":
+            raise QueryError(
+                self.tok.position, f"expected AND, OR or the end, found {self.tok.text!r}"
+            )
+        return node
+
+    def or_(self) -> Node:
+        parts = [self.and_()]
+        while self.tok.kind == "or":
+            self.take()
+            parts.append(self.and_())
+        return parts[0] if len(parts) == 1 else BoolOp("or", tuple(parts))
+
+    def and_(self) -> Node:
+        parts = [self.not_()]
+        while self.tok.kind == "and":
+            self.take()
+            parts.append(self.not_())
+        return parts[0] if len(parts) == 1 else BoolOp("and", tuple(parts))
+
+    def not_(self) -> Node:
+        if self.tok.kind == "not":
+            self.take()
+            return Not(self.not_())
+        return self.primary()
+
+    def primary(self) -> Node:
+        if self.tok.kind == "lparen":
+            opening = self.take()
+            node = self.or_()
+            if self.tok.kind != "rparen":
+                raise QueryError(
+                    self.tok.position,
+                    f"expected ')' to close the '(' at position "
+                    f"{opening.position}, found {_shown(self.tok)}",
+                )
+            self.take()
+            return node
+        if self.tok.kind != "word":
+            raise QueryError(self.tok.position, f"expected a field name, found {_shown(self.tok)}")
+        field = self.take()
+        if self.tok.kind != "op":
+            raise QueryError(
+                self.tok.position,
+                f"expected an operator ({', '.join(OPERATORS)}) "
+                f"after {field.text}, found {_shown(self.tok)}",
+            )
+        op = self.take()
+        if self.tok.kind not in ("word", "string"):
+            raise QueryError(
+                self.tok.position, f"expected a value after {op.text}, found {_shown(self.tok)}"
+            )
+        value = self.take()
+        is_null = value.kind == "word" and value.text.upper() == "NULL"
+        return Comparison(
+            field.text, op.text, None if is_null else value.text, field.position, value.position
+        )
+
+
+def _shown(tok: Token) -> str:
+    return "the end of the query" if tok.kind == "end" else repr(tok.text)
+
+
+def parse(text: str) -> Node:
+    return Parser(text).parse()
+
+
+# --- compilation -------------------------------------------------------------------------
+
+_DATE_TOKEN = re.compile(r"^%(TODAY|NOW)(?:([+-])(\d+))?%$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class FieldDef:
+    kind: (
+        str  # text, lowercase (stored normalised), int, date, status, thumbprint, location, device
+    )
+    column: Any = None
+
+
+TEXT_COLUMNS = {
+    "cn": Certificate.cn,
+    "dn": Certificate.subject_dn,
+    "subjectdn": Certificate.subject_dn,
+    "subject": Certificate.subject_dn,
+    "issuerdn": Certificate.issuer_dn,
+    "issuer": Certificate.issuer_dn,
+    "issuerca": Certificate.issuer_ca,
+    "ca": Certificate.issuer_ca,
+    "template": Certificate.template,
+    "keytype": Certificate.key_type,
+    "signaturealgorithm": Certificate.signature_algorithm,
+    "revocationreason": Certificate.revocation_reason,
+    "revocationcomment": Certificate.revocation_comment,
+    "owner": Certificate.owner,
+    "source": Certificate.source,
+    "id": Certificate.cert_id,
+    "certid": Certificate.cert_id,
+    "requestid": Certificate.request_id,
+}
+
+FIELDS: dict[str, FieldDef] = {
+    **{name: FieldDef("text", col) for name, col in TEXT_COLUMNS.items()},
+    "serialnumber": FieldDef("lowercase", Certificate.serial),
+    "serial": FieldDef("lowercase", Certificate.serial),
+    "publickeysha256": FieldDef("lowercase", Certificate.public_key_sha256),
+    "thumbprint": FieldDef("thumbprint"),
+    "keysize": FieldDef("int", Certificate.key_size),
+    "notbefore": FieldDef("date", Certificate.not_before),
+    "notafter": FieldDef("date", Certificate.not_after),
+    "revokedat": FieldDef("date", Certificate.revoked_at),
+    "status": FieldDef("status"),
+    "device": FieldDef("device"),
+    "machine": FieldDef("location", Location.machine),
+    "store": FieldDef("location", Location.store_path),
+    "storetype": FieldDef("location", Location.store_type),
+    "alias": FieldDef("location", Location.alias),
+}
+
+FIELD_NAMES = (
+    "CN", "DN", "IssuerDN", "SerialNumber", "Thumbprint", "NotBefore", "NotAfter", "Template",
+    "KeyType", "KeySize", "SignatureAlgorithm", "Status", "RevocationReason", "Owner", "Device",
+    "Store", "StoreType", "Alias", "Machine", "IssuerCA", "Id", "Source", "RevokedAt",
+)  # fmt: skip
+
+
+def _key(name: str) -> str:
+    return name.replace("_", "").replace("-", "").lower()
+
+
+class Compiler:
+    def __init__(self, now: datetime | None = None) -> None:
+        self.now = now or utcnow()
+
+    def compile(self, node: Node) -> ColumnElement[bool]:
+        if isinstance(node, BoolOp):
+            parts = [self.compile(p) for p in node.parts]
+            return and_(*parts) if node.op == "and" else or_(*parts)
+        if isinstance(node, Not):
+            return _negate(self.compile(node.part))
+        return self.comparison(node)
+
+    def comparison(self, c: Comparison) -> ColumnElement[bool]:
+        if c.op in NEGATIVE:
+            positive = Comparison(c.field, NEGATIVE[c.op], c.value, c.position, c.value_position)
+            return _negate(self.comparison(positive))
+        spec = FIELDS.get(_key(c.field))
+        if spec is None:
+            return self.metadata(c)
+        if c.value is None:
+            return self.null(c, spec)
+        if spec.kind == "text":
+            return _text(func.lower(spec.column), c.op, c.value.lower(), c)
+        if spec.kind == "lowercase":
+            value = c.value.replace(":", "").strip().lower()
+            if spec.column is Certificate.serial and c.op == "-eq":
+                value = value.lstrip("0") or "0"
+            return _text(spec.column, c.op, value, c)
+        if spec.kind == "thumbprint":
+            value = c.value.replace(":", "").strip().lower()
+            return or_(
+                _text(Certificate.thumbprint_sha1, c.op, value, c),
+                _text(Certificate.thumbprint_sha256, c.op, value, c),
+            )
+        if spec.kind == "int":
+            return _ordered(spec.column, c.op, _integer(c), c)
+        if spec.kind == "date":
+            return self.date(spec.column, c)
+        if spec.kind == "status":
+            return self.status(c)
+        if spec.kind == "device":
+            on_cert = _text(func.lower(Certificate.device), c.op, c.value.lower(), c)
+            return or_(on_cert, self.located(Location.machine, c))
+        return self.located(spec.column, c)
+
+    def null(self, c: Comparison, spec: FieldDef) -> ColumnElement[bool]:
+        if c.op != "-eq":
+            raise QueryError(c.value_position, "NULL can only be compared with -eq or -ne")
+        if spec.kind == "thumbprint":
+            return and_(
+                Certificate.thumbprint_sha1.is_(None), Certificate.thumbprint_sha256.is_(None)
+            )  # type: ignore[union-attr]
+        if spec.kind == "status":
+            return false()
+        if spec.kind in ("location", "device"):
+            located = exists(
+                select(Location.id).where(Location.cert_id == Certificate.cert_id, Location.active)
+            )
+            if spec.kind == "device":
+                return and_(Certificate.device.is_(None), not_(located))  # type: ignore[union-attr]
+            return not_(located)
+        return spec.column.is_(None)
+
+    def located(self, column: Any, c: Comparison) -> ColumnElement[bool]:
+        assert c.value is not None
+        return exists(
+            select(Location.id).where(
+                Location.cert_id == Certificate.cert_id,
+                Location.active,
+                _text(func.lower(column), c.op, c.value.lower(), c),
+            )
+        )
+
+    def metadata(self, c: Comparison) -> ColumnElement[bool]:
+        of_cert = and_(
+            CertificateField.cert_id == Certificate.cert_id, CertificateField.field == c.field
+        )
+        if c.value is None:
+            if c.op != "-eq":
+                raise QueryError(c.value_position, "NULL can only be compared with -eq or -ne")
+            return not_(
+                exists(
+                    select(CertificateField.cert_id).where(
+                        of_cert, CertificateField.value.is_not(None)
+                    )
+                )
+            )  # type: ignore[union-attr]
+        condition = _text(func.lower(CertificateField.value), c.op, c.value.lower(), c)
+        return exists(select(CertificateField.cert_id).where(of_cert, condition))
+
+    def status(self, c: Comparison) -> ColumnElement[bool]:
+        assert c.value is not None
+        if c.op != "-eq":
+            raise QueryError(c.position, "Status can only be compared with -eq or -ne")
+        value, now = c.value.lower(), self.now
+        revoked = Certificate.status == "revoked"
+        if value == "revoked":
+            return revoked
+        if value == "expired":
+            return and_(not_(revoked), Certificate.not_after < now)  # type: ignore[operator]
+        if value == "active":
+            return and_(
+                not_(revoked),
+                or_(
+                    Certificate.not_after.is_(None),  # type: ignore[union-attr]
+                    Certificate.not_after >= now,
+                ),
+            )  # type: ignore[operator]
+        raise QueryError(c.value_position, f"expected active, revoked or expired, not {c.value!r}")
+
+    def date(self, column: Any, c: Comparison) -> ColumnElement[bool]:
+        if c.op in TEXT_ONLY:
+            raise QueryError(c.position, f"{c.field} is a date: use -eq, -ne, -lt, -le, -gt, -ge")
+        start, whole_day = self.when(c)
+        if not whole_day:
+            return _ordered(column, c.op, start, c)
+        end = start + timedelta(days=1)
+        return {
+            "-eq": lambda: and_(column >= start, column < end),
+            "-lt": lambda: column < start,
+            "-le": lambda: column < end,
+            "-gt": lambda: column >= end,
+            "-ge": lambda: column >= start,
+        }[c.op]()
+
+    def when(self, c: Comparison) -> tuple[datetime, bool]:
+        """The instant a date value names, and whether it names a whole day."""
+        assert c.value is not None
+        m = _DATE_TOKEN.match(c.value.strip())
+        if m:
+            days = int(m.group(3) or 0) * (-1 if m.group(2) == "-" else 1)
+            if m.group(1).upper() == "NOW":
+                return self.now.astimezone(UTC) + timedelta(days=days), False
+            today = datetime.combine(self.now.astimezone(UTC).date(), time(), UTC)
+            return today + timedelta(days=days), True
+        try:
+            if len(c.value.strip()) == 10:
+                return datetime.combine(date.fromisoformat(c.value.strip()), time(), UTC), True
+            parsed = datetime.fromisoformat(c.value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise QueryError(
+                c.value_position,
+                f"expected a date (2026-01-31, 2026-01-31T12:00:00Z, %TODAY%, %TODAY+30%), "
+                f"not {c.value!r}",
+            ) from None
+        return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC), False
+
+
+def _negate(condition: ColumnElement[bool]) -> ColumnElement[bool]:
+    """Two-valued NOT: a certificate without a CN is one whose CN is not "alice"."""
+    return not_(func.coalesce(condition, false()))
+
+
+def _integer(c: Comparison) -> int:
+    assert c.value is not None
+    try:
+        return int(c.value)
+    except ValueError:
+        raise QueryError(c.value_position, f"{c.field} is a number, not {c.value!r}") from None
+
+
+def _escape_like(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _after_prefix(prefix: str) -> str:
+    """The smallest string greater than every string starting with ``prefix``."""
+    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
+def _text(column: Any, op: str, value: str, c: Comparison) -> ColumnElement[bool]:
+    if op == "-eq":
+        return column == value
+    if op == "-contains":
+        return column.like(f"%{_escape_like(value)}%", escape="\\")
+    if op == "-startswith":
+        if not value:
+            return column.is_not(None)
+        # The range lets a plain index answer; LIKE keeps the answer exact in any collation.
+        return and_(
+            column >= value,
+            column < _after_prefix(value),
+            column.like(f"{_escape_like(value)}%", escape="\\"),
+        )
+    if op == "-endswith":
+        return column.like(f"%{_escape_like(value)}", escape="\\")
+    return _ordered(column, op, value, c)
+
+
+def _ordered(column: Any, op: str, value: Any, c: Comparison) -> ColumnElement[bool]:
+    if op == "-eq":
+        return column == value
+    if op == "-lt":
+        return column < value
+    if op == "-le":
+        return column <= value
+    if op == "-gt":
+        return column > value
+    if op == "-ge":
+        return column >= value
+    raise QueryError(c.position, f"{op} does not apply to {c.field}")
+
+
+def compile_query(text: str, now: datetime | None = None) -> ColumnElement[bool]:
+    """Parse and compile; an empty query matches everything."""
+    if not text.strip():
+        return true()
+    return Compiler(now).compile(parse(text))
 
 
 SORTABLE = {
     "notafter": Certificate.not_after,
     "notbefore": Certificate.not_before,
     "cn": Certificate.cn,
+    "dn": Certificate.subject_dn,
+    "issuerdn": Certificate.issuer_dn,
     "owner": Certificate.owner,
+    "device": Certificate.device,
     "serialnumber": Certificate.serial,
     "template": Certificate.template,
+    "keytype": Certificate.key_type,
+    "keysize": Certificate.key_size,
+    "signaturealgorithm": Certificate.signature_algorithm,
     "status": Certificate.status,
+    "revokedat": Certificate.revoked_at,
+    "recordedat": Certificate.recorded_at,
 }
 
 
-def compile_query(text: str) -> Any:
-    raise QueryError("the search language is not available yet")
-
-
 def order_by(sort: str | None) -> list[Any]:
+    """``NotAfter`` ascending, ``-NotAfter`` descending; ties broken by id."""
     if not sort:
         return [Certificate.not_after.desc(), Certificate.cert_id]  # type: ignore[union-attr]
-    desc = sort.startswith("-")
-    key = sort.lstrip("+-").replace("_", "").lower()
-    column = SORTABLE.get(key)
-    if column is None:
-        raise QueryError(f"cannot sort by {sort!r}; choose one of {sorted(SORTABLE)}")
-    return [column.desc() if desc else column.asc(), Certificate.cert_id]  # type: ignore[union-attr]
+    out = []
+    for part in sort.split(","):
+        part = part.strip()
+        desc = part.startswith("-")
+        column = SORTABLE.get(_key(part.lstrip("+-")))
+        if column is None:
+            raise QueryError(1, f"cannot sort by {part!r}; choose one of {sorted(SORTABLE)}")
+        out.append(column.desc() if desc else column.asc())
+    return [*out, Certificate.cert_id]

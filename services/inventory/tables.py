@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, Index, Text, UniqueConstraint
+from sqlalchemy import JSON, Column, DateTime, Index, Text, UniqueConstraint, func
 from sqlmodel import Field, SQLModel
 
 from shared.clock import utcnow
@@ -69,8 +69,8 @@ class Certificate(SQLModel, table=True):
     cert_id: str = Field(primary_key=True)
     serial: str = Field(index=True)
     issuer_ca: str | None = None
-    issuer_dn: str | None = Field(default=None, index=True)
-    subject_dn: str | None = Field(default=None, index=True)
+    issuer_dn: str | None = None
+    subject_dn: str | None = None
     cn: str | None = Field(default=None, index=True)
     sans: list[str] = _json(list)
     thumbprint_sha1: str | None = Field(default=None, index=True)
@@ -98,15 +98,25 @@ class Certificate(SQLModel, table=True):
     recorded_at: datetime = _now()
 
 
+# Searches ignore case: these let an index answer equality and prefix queries.
+for _column in ("cn", "subject_dn", "issuer_dn", "owner", "device", "template"):
+    Index(f"ix_inventory_certificate_{_column}_lower", func.lower(Certificate.__table__.c[_column]))
+
+
 class CertificateField(SQLModel, table=True):
     """Metadata values as rows, so a search on any field by name uses an index."""
 
     __tablename__ = "inventory_certificate_field"
-    __table_args__ = (Index("ix_inventory_certificate_field_field_value", "field", "value"),)
-
     cert_id: str = Field(primary_key=True)
     field: str = Field(primary_key=True)
     value: str | None = None
+
+
+Index(
+    "ix_inventory_certificate_field_lower",
+    CertificateField.__table__.c.field,
+    func.lower(CertificateField.__table__.c.value),
+)
 
 
 class Location(SQLModel, table=True):
