@@ -61,6 +61,53 @@ class Certs(_Area):
         return self._c.request("GET", f"/v1/certificates/{cert_id}")
 
 
+class Cas(_Area):
+    def list(self) -> list[dict[str, Any]]:
+        return self._c.request("GET", "/v1/cas")["items"]
+
+    def get(self, name: str) -> dict[str, Any]:
+        return self._c.request("GET", f"/v1/cas/{name}")
+
+    def chain_pem(self, name: str) -> str:
+        return bytes(self._c.request("GET", f"/v1/cas/{name}/chain")).decode()
+
+
+class Templates(_Area):
+    def list(self) -> list[dict[str, Any]]:
+        return self._c.request("GET", "/v1/templates")["items"]
+
+    def get(self, name: str) -> dict[str, Any]:
+        return self._c.request("GET", f"/v1/templates/{name}")
+
+
+class Enroll(_Area):
+    """Enrollment answers the issued certificate: id, serial, thumbprints, PEM, chain, validity."""
+
+    def csr(self, template: str, csr: str | bytes, *, request_id: str | None = None,
+            owner: str | None = None, metadata: dict[str, str] | None = None,
+            **extra: Any) -> dict[str, Any]:
+        text = csr.decode() if isinstance(csr, bytes) else csr
+        body = {"template": template, "csr": text, "request_id": request_id, "owner": owner,
+                "metadata": metadata or {}, **extra}
+        return self._c.request("POST", "/v1/enrollment/csr", json=body)
+
+    def pfx(self, template: str, subject: str, *, password: str, sans: list[str] | None = None,
+            request_id: str | None = None, owner: str | None = None,
+            **extra: Any) -> dict[str, Any]:
+        """The answer's ``pkcs12_b64`` holds the key and chain, protected by ``password``."""
+        body = {"template": template, "subject": subject, "sans": sans or [], "password": password,
+                "request_id": request_id, "owner": owner, **extra}
+        return self._c.request("POST", "/v1/enrollment/pfx", json=body)
+
+    def renew(self, cert_id: str, *, template: str | None = None, ca: str | None = None,
+              csr: str | None = None, password: str | None = None,
+              request_id: str | None = None) -> dict[str, Any]:
+        body = {"cert_id": cert_id, "template": template, "ca": ca, "csr": csr,
+                "password": password, "request_id": request_id}
+        return self._c.request("POST", "/v1/enrollment/renew",
+                               json={k: v for k, v in body.items() if v is not None})
+
+
 class Certbus:
     """Base URL from ``CERTBUS_URL`` (default http://127.0.0.1:8080)."""
 
@@ -73,6 +120,9 @@ class Certbus:
         )
         self.hr = HR(self)
         self.certs = Certs(self)
+        self.cas = Cas(self)
+        self.templates = Templates(self)
+        self.enroll = Enroll(self)
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self._http.request(method, path, **kwargs)

@@ -21,6 +21,9 @@ ROUTE_MODULES = [
     "services.gateway.routes.health",
     "services.gateway.routes.hr",
     "services.gateway.routes.certificates",
+    "services.gateway.routes.cas",
+    "services.gateway.routes.templates",
+    "services.gateway.routes.enrollment",
 ]
 
 

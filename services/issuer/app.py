@@ -13,6 +13,7 @@ from services.issuer.crlpub import CrlPublisher, CrlTiming
 from services.issuer.handlers import IssuerHandlers
 from services.issuer.issuance import Issuer
 from services.issuer.objstore import NatsObjectStore
+from services.issuer.rpc import IssuerRpc
 from services.issuer.settings import IssuerSettings
 from services.issuer.tables import TABLES, AnnouncedCa
 from services.issuer.templates import TemplateCatalog
@@ -49,6 +50,9 @@ def build(settings: IssuerSettings | None = None) -> ServiceRuntime:
     handlers = IssuerHandlers(rt, issuer, crls)
     rt.consume(subjects.CERT_REQUESTED, handlers.cert_requested,
                on_invalid=handlers.cert_requested_invalid, batch_size=settings.issuance_batch_size)
+    rt.consume(subjects.CERT_RENEWAL_REQUESTED, handlers.renewal_requested,
+               on_invalid=handlers.cert_requested_invalid, batch_size=100)
+    IssuerRpc(rt, issuer).register()
     rt.consume(subjects.CERT_REVOKED, handlers.cert_revoked, batch_size=1000)
     rt.consume(subjects.CERT_RELEASED, handlers.cert_released, batch_size=1000)
     rt.issuer = issuer  # type: ignore[attr-defined]

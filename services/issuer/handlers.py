@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from cryptography import x509
@@ -11,9 +12,25 @@ from cryptography import x509
 from services.issuer import errors, records
 from services.issuer.crlpub import CrlPublisher
 from services.issuer.errors import Rejection
-from services.issuer.issuance import Enrollment, Issuer, issued_event_id, issued_fields
-from shared.events import CertIssued, CertRejected, CertReleased, CertRequested, CertRevoked, derived_id
-from shared.runtime import ServiceRuntime
+from services.issuer.issuance import (
+    Enrollment,
+    Issuer,
+    issued_event_id,
+    issued_fields,
+    renewal_enrollment,
+)
+from shared.events import (
+    CertIssued,
+    CertRejected,
+    CertReleased,
+    CertRenewalRequested,
+    CertRenewed,
+    CertRequested,
+    CertRevoked,
+    Event,
+    derived_id,
+)
+from shared.runtime import ServiceRuntime, UnitOfWork
 
 log = logging.getLogger("certbus.issuer.handlers")
 
@@ -26,10 +43,22 @@ def enrollment_from(ev: CertRequested) -> Enrollment:
     )
 
 
-def rejected(ev: CertRequested, exc: Rejection) -> CertRejected:
-    return ev.caused(
-        CertRejected, event_id=derived_id("cert.rejected", ev.event_id), request_id=ev.request_id,
-        code=exc.code, message=exc.message, owner=ev.owner, device=ev.device, job_id=ev.job_id,
+@dataclass
+class Work:
+    """One request of a batch: the event that asked, what it asks for, what to copy onto the answer."""
+
+    source: Event
+    enrollment: Enrollment
+    extra: dict[str, Any]
+    renewal_of: str | None = None
+
+
+def rejected(work: Work, exc: Rejection) -> CertRejected:
+    src = work.source
+    return src.caused(
+        CertRejected, event_id=derived_id("cert.rejected", src.event_id),
+        request_id=work.enrollment.request_id, code=exc.code, message=exc.message,
+        owner=work.enrollment.owner, device=work.enrollment.device, job_id=work.extra.get("job_id"),
     )
 
 
@@ -41,27 +70,58 @@ class IssuerHandlers:
 
     async def cert_requested(self, events: list[CertRequested]) -> None:
         """Validate each CSR against its template and issue, or reject with a reason."""
-        unique = list({ev.request_id: ev for ev in reversed(events)}.values())[::-1]
+        work = [
+            Work(ev, enrollment_from(ev), {"target": ev.target, "job_id": ev.job_id}, ev.renewal_of)
+            for ev in events
+        ]
         async with self.rt.unit_of_work() as uow:
-            done = await records.issued_for(uow.session, (e.request_id for e in unique))
-            accepted = []
-            for ev in unique:
-                if ev.request_id in done:
+            await self._issue_all(uow, work)
+
+    async def renewal_requested(self, events: list[CertRenewalRequested]) -> None:
+        """Renew with the CSR the request carries: same subject, SANs and template, a new key."""
+        async with self.rt.unit_of_work() as uow:
+            work: list[Work] = []
+            for ev in events:
+                old = await records.get_issued(uow.session, ev.cert_id)
+                placeholder = Enrollment(request_id=ev.request_id, template=ev.template or "", owner=ev.owner)
+                if old is None:
+                    uow.emit(rejected(Work(ev, placeholder, {}), Rejection(
+                        errors.NOT_FOUND, f"no certificate {ev.cert_id!r} was issued here")))
                     continue
-                try:
-                    accepted.append((ev, self.issuer.prepare(enrollment_from(ev))))
-                except Rejection as exc:
-                    uow.emit(rejected(ev, exc))
-            serials = await records.fresh_serials(
-                uow.session, [(leaf.ca.name, x509.random_serial_number()) for _, leaf in accepted]
+                previous = json.loads(old.issued)
+                req = renewal_enrollment(previous, request_id=ev.request_id, template=ev.template,
+                                         ca=ev.ca, csr=ev.csr_pem, actor=ev.actor)
+                work.append(Work(ev, req, {}, previous["cert_id"]))
+            await self._issue_all(uow, work)
+
+    async def _issue_all(self, uow: UnitOfWork, batch: list[Work]) -> None:
+        unique = list({w.enrollment.request_id: w for w in reversed(batch)}.values())[::-1]
+        done = await records.issued_for(uow.session, (w.enrollment.request_id for w in unique))
+        accepted = []
+        for w in unique:
+            if w.enrollment.request_id in done:
+                continue
+            try:
+                if not w.enrollment.csr:
+                    raise Rejection(errors.CSR_REQUIRED, "a CSR is required: keys made on the server never travel on the bus")
+                accepted.append((w, self.issuer.prepare(w.enrollment)))
+            except Rejection as exc:
+                uow.emit(rejected(w, exc))
+        serials = await records.fresh_serials(
+            uow.session, [(leaf.ca.name, x509.random_serial_number()) for _, leaf in accepted]
+        )
+        for (w, leaf), serial in zip(accepted, serials, strict=True):
+            cert = self.issuer.sign(leaf, serial)
+            fields = {**issued_fields(cert, leaf, w.enrollment), "renewal_of": w.renewal_of}
+            uow.session.add(records.issued_row(fields))
+            issued = w.source.caused(
+                CertIssued, event_id=issued_event_id(w.enrollment.request_id), **w.extra, **fields
             )
-            for (ev, leaf), serial in zip(accepted, serials, strict=True):
-                cert = self.issuer.sign(leaf, serial)
-                fields = issued_fields(cert, leaf, enrollment_from(ev))
-                uow.session.add(records.issued_row(fields))
-                uow.emit(ev.caused(
-                    CertIssued, event_id=issued_event_id(ev.request_id), target=ev.target,
-                    job_id=ev.job_id, renewal_of=ev.renewal_of, **fields,
+            uow.emit(issued)
+            if w.renewal_of:
+                uow.emit(issued.caused(
+                    CertRenewed, event_id=derived_id("cert.renewed", w.enrollment.request_id),
+                    old_cert_id=w.renewal_of, new_cert_id=fields["cert_id"],
                 ))
 
     async def cert_requested_invalid(self, data: bytes, subject: str, reason: str) -> None:
@@ -79,7 +139,7 @@ class IssuerHandlers:
             correlation_id=str(body.get("correlation_id") or "") or request_id,
             causation_id=body.get("event_id") if isinstance(body.get("event_id"), str) else None,
             request_id=request_id, code=errors.MALFORMED_EVENT,
-            message=f"the cert.requested event is not valid: {reason}",
+            message=f"the {subject} event is not valid: {reason}",
         )
         async with self.rt.unit_of_work() as uow:
             uow.emit(ev)

@@ -154,3 +154,15 @@ def issued_fields(cert: x509.Certificate, leaf: LeafRequest, req: Enrollment) ->
 def issued_event_id(request_id: str) -> str:
     return derived_id("cert.issued", request_id)
 
+
+def renewal_enrollment(
+    old: dict[str, Any], *, request_id: str, template: str | None, ca: str | None,
+    csr: str | None, actor: str,
+) -> Enrollment:
+    """The enrollment that renews ``old``: its subject, SANs, owner and metadata, a new key."""
+    return Enrollment(
+        request_id=request_id, template=template or old["template"], csr=csr,
+        subject_dn=old["subject_dn"], sans=list(old.get("sans") or []), owner=old.get("owner"),
+        device=old.get("device"), actor=actor, metadata=dict(old.get("metadata") or {}),
+        ca=ca if ca else (None if template else old.get("issuer_ca")),
+    )

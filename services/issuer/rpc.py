@@ -1,0 +1,218 @@
+"""Synchronous operations for the gateway: CAs, templates and enrollment (services/README.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from typing import Any
+
+from cryptography import x509
+from sqlalchemy.exc import IntegrityError
+
+from services.issuer import errors, records, urls
+from services.issuer.ca import CertificateAuthority
+from services.issuer.errors import Rejection
+from services.issuer.issuance import (
+    Enrollment,
+    Issuer,
+    issued_event_id,
+    issued_fields,
+    renewal_enrollment,
+)
+from services.issuer.keys import generate_key
+from services.issuer.pfx import build_pkcs12
+from services.issuer.templates import KeyGeneration
+from services.issuer.x509build import LeafRequest
+from shared.bus import RpcError
+from shared.events import CertIssued, CertRenewed, derived_id, new_id
+from shared.pki import pem, render_serial, thumbprint
+from shared.runtime import ServiceRuntime
+
+
+def ca_view(ca: CertificateAuthority, base_url: str) -> dict[str, Any]:
+    cert = ca.certificate
+    return {
+        "name": ca.name,
+        "parent": ca.parent.name if ca.parent else None,
+        "kind": "root" if ca.is_root else "issuing",
+        "key_type": ca.key_type,
+        "backend": ca.backend,
+        "subject_dn": cert.subject.rfc4514_string(),
+        "serial": render_serial(cert.serial_number),
+        "not_before": cert.not_valid_before_utc.isoformat(),
+        "not_after": cert.not_valid_after_utc.isoformat(),
+        "thumbprint_sha256": thumbprint(cert),
+        "certificate_pem": pem(cert),
+        "chain_pem": ca.chain_pem(),
+        "crl_url": urls.crl_url(base_url, ca.name),
+        "ca_issuers_url": urls.ca_issuers_url(base_url, ca.name),
+    }
+
+
+def _rpc_error(exc: Rejection) -> RpcError:
+    return RpcError(exc.code, exc.message, exc.status)
+
+
+def _text(request: dict[str, Any], key: str) -> str | None:
+    value = request.get(key)
+    return str(value) if value not in (None, "") else None
+
+
+class IssuerRpc:
+    def __init__(self, rt: ServiceRuntime, issuer: Issuer) -> None:
+        self.rt = rt
+        self.issuer = issuer
+
+    def register(self) -> None:
+        for name, fn in (
+            ("cas.list", self.cas_list), ("templates.list", self.templates_list),
+            ("enroll.csr", self.enroll_csr), ("enroll.pfx", self.enroll_pfx),
+            ("enroll.renew", self.enroll_renew), ("certs.get", self.cert_get),
+        ):
+            self.rt.rpc(name, fn)
+
+    async def cas_list(self, _request: dict[str, Any]) -> dict[str, Any]:
+        """The CAs this issuer holds, each with its chain (PEM, leaf-most first)."""
+        return {"items": [ca_view(ca, self.issuer.base_url) for ca in self.issuer.cas.all()]}
+
+    async def templates_list(self, _request: dict[str, Any]) -> dict[str, Any]:
+        """The templates in force, with every rule."""
+        self.issuer.templates.reload_if_changed()
+        return {"items": [t.public() for t in self.issuer.templates.all()]}
+
+    async def cert_get(self, request: dict[str, Any]) -> dict[str, Any]:
+        """A certificate this issuer issued, by id, request id, serial or SHA-256 thumbprint."""
+        async with self.rt.db.session() as session:  # type: ignore[union-attr]
+            row = await records.get_issued(session, str(request.get("id", "")))
+        if row is None:
+            raise RpcError(errors.NOT_FOUND, f"no certificate {request.get('id')!r} was issued here", 404)
+        return _response(json.loads(row.issued))
+
+    async def enroll_csr(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Issue for a CSR, checked against the template; a repeated request id returns the same certificate."""
+        req = self._enrollment(request, csr=_text(request, "csr"))
+        try:
+            return await self._issue(req, lambda: self.issuer.prepare(req))
+        except Rejection as exc:
+            raise _rpc_error(exc) from exc
+
+    async def enroll_pfx(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Make a key of the template's type, issue, and return both as a password-protected PKCS#12."""
+        password = request.get("password")
+        if not isinstance(password, str) or len(password) < 8:
+            raise RpcError(errors.PASSWORD_REQUIRED, "a password of at least 8 characters protects the PKCS#12", 422)
+        req = self._enrollment(request, subject_dn=_text(request, "subject"))
+        try:
+            return await self._issue_with_server_key(req, password)
+        except Rejection as exc:
+            raise _rpc_error(exc) from exc
+
+    async def enroll_renew(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Renew: same subject, SANs and template (or the one asked for), a new key."""
+        try:
+            old = await self._old_certificate(str(request.get("cert_id", "")))
+            req = renewal_enrollment(
+                old, request_id=_text(request, "request_id") or new_id(), template=_text(request, "template"),
+                ca=_text(request, "ca"), csr=_text(request, "csr"), actor=str(request.get("actor") or "api"),
+            )
+            if req.csr is None:
+                password = request.get("password")
+                if not isinstance(password, str) or len(password) < 8:
+                    raise Rejection(errors.CSR_REQUIRED,
+                                    "renewal needs a new key: send a CSR, or a password for a server-made PKCS#12")
+                return await self._issue_with_server_key(req, password, renewal_of=old["cert_id"])
+            return await self._issue(req, lambda: self.issuer.prepare(req), renewal_of=old["cert_id"])
+        except Rejection as exc:
+            raise _rpc_error(exc) from exc
+
+    async def _old_certificate(self, key: str) -> dict[str, Any]:
+        async with self.rt.db.session() as session:  # type: ignore[union-attr]
+            row = await records.get_issued(session, key)
+        if row is None:
+            raise Rejection(errors.NOT_FOUND, f"no certificate {key!r} was issued here", 404)
+        return json.loads(row.issued)
+
+    def _enrollment(self, request: dict[str, Any], **overrides: Any) -> Enrollment:
+        sans = request.get("sans") or []
+        if not isinstance(sans, list):
+            raise RpcError("invalid_request", "sans must be a list like [\"dns:www.example.com\"]", 422)
+        metadata = request.get("metadata") or {}
+        values: dict[str, Any] = {
+            "request_id": _text(request, "request_id") or new_id(),
+            "template": str(request.get("template") or ""),
+            "subject_dn": _text(request, "subject"),
+            "sans": [str(s) for s in sans],
+            "owner": _text(request, "owner"),
+            "device": _text(request, "device"),
+            "actor": str(request.get("actor") or "api"),
+            "metadata": {str(k): str(v) for k, v in dict(metadata).items()},
+            "ca": _text(request, "ca"),
+        }
+        values.update(overrides)
+        return Enrollment(**values)
+
+    async def _issue_with_server_key(
+        self, req: Enrollment, password: str, renewal_of: str | None = None
+    ) -> dict[str, Any]:
+        existing = await self._existing(req.request_id)
+        if existing is not None:
+            return {**existing, "pkcs12_b64": None, "note": "already issued; the key is not kept"}
+        template = self.issuer.templates.get(req.template)
+        if template is None:
+            raise Rejection(errors.UNKNOWN_TEMPLATE, f"no template named {req.template!r}", 404)
+        if template.key_generation == KeyGeneration.DEVICE:
+            raise Rejection(
+                errors.KEY_GENERATION_NOT_ALLOWED,
+                f"template {template.name}: key_generation is device; PFX enrollment is not allowed",
+            )
+        key = await asyncio.to_thread(generate_key, template.keys.server_key_type)
+        holder: dict[str, Any] = {}
+        result = await self._issue(req, lambda: self.issuer.prepare(req, server_key=key.public_key()),
+                                   renewal_of=renewal_of, keep=holder)
+        if "cert" not in holder:  # a concurrent call with the same request id won
+            return {**result, "pkcs12_b64": None, "note": "already issued; the key is not kept"}
+        cert, leaf = holder["cert"], holder["leaf"]
+        blob = await asyncio.to_thread(
+            build_pkcs12, key, cert, leaf.ca.chain(), password,
+            result.get("subject_dn") or req.request_id,
+        )
+        return {**result, "pkcs12_b64": base64.b64encode(blob).decode()}
+
+    async def _existing(self, request_id: str) -> dict[str, Any] | None:
+        async with self.rt.db.session() as session:  # type: ignore[union-attr]
+            done = await records.issued_for(session, [request_id])
+        row = done.get(request_id)
+        return _response(json.loads(row.issued)) if row else None
+
+    async def _issue(
+        self, req: Enrollment, prepare, renewal_of: str | None = None,
+        keep: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        existing = await self._existing(req.request_id)
+        if existing is not None:
+            return existing
+        leaf: LeafRequest = prepare()
+        try:
+            async with self.rt.unit_of_work() as uow:
+                [serial] = await records.fresh_serials(uow.session, [(leaf.ca.name, x509.random_serial_number())])
+                cert = self.issuer.sign(leaf, serial)
+                fields = {**issued_fields(cert, leaf, req), "renewal_of": renewal_of}
+                uow.session.add(records.issued_row(fields))
+                event = CertIssued(event_id=issued_event_id(req.request_id), actor=req.actor, **fields)
+                uow.emit(event)
+                if renewal_of:
+                    uow.emit(event.caused(CertRenewed, event_id=derived_id("cert.renewed", req.request_id),
+                                          old_cert_id=renewal_of, new_cert_id=fields["cert_id"]))
+        except IntegrityError:
+            existing = await self._existing(req.request_id)
+            if existing is None:
+                raise
+            return existing
+        if keep is not None:
+            keep.update(cert=cert, leaf=leaf)
+        return _response(json.loads(json.dumps(fields, default=str)))
+
+
+def _response(fields: dict[str, Any]) -> dict[str, Any]:
+    return {"id": fields["cert_id"], **fields}
