@@ -273,6 +273,22 @@ class CertMetadataChanged(Event):
     new: str | None = None
 
 
+class CertDriftDetected(Event):
+    """A store differs from what inventory expects: a certificate that should not be there
+    (``unexpected``: revoked or unknown) or one that should be there and is not (``missing``)."""
+
+    subject: ClassVar[str] = subjects.CERT_DRIFT_DETECTED
+    kind: Literal["unexpected", "missing"]
+    machine: str
+    target: StoreTarget
+    cert_id: str | None = None
+    serial: str | None = None
+    thumbprint_sha256: str | None = None
+    reason: str = ""
+    job_id: str | None = None
+    fixed: bool = False
+
+
 class KeyCompromised(Event):
     subject: ClassVar[str] = subjects.KEY_COMPROMISED
     public_key_sha256: str
@@ -399,6 +415,7 @@ CATALOG: dict[str, type[Event]] = {
         CertRenewed,
         CertExpiring,
         CertMetadataChanged,
+        CertDriftDetected,
         KeyCompromised,
         CaCreated,
         CaCompromised,

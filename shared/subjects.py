@@ -28,6 +28,7 @@ CERT_RENEWAL_REQUESTED = "cert.renewal.requested"
 CERT_RENEWED = "cert.renewed"
 CERT_EXPIRING = "cert.expiring"
 CERT_METADATA_CHANGED = "cert.metadata.changed"
+CERT_DRIFT_DETECTED = "cert.drift.detected"
 KEY_COMPROMISED = "key.compromised"
 
 CA_CREATED = "ca.created"
