@@ -34,7 +34,7 @@ bench: install
 	$(BIN)/python -m tests.bench
 
 docs: install
-	$(BIN)/faststream docs gen services.issuer.asyncapi:app --yaml || true
+	$(BIN)/python -m services.asyncapi var/asyncapi
 
 clean:
 	rm -rf var bench-results
