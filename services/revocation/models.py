@@ -130,6 +130,19 @@ class KnownCa(SQLModel, table=True):
     compromised: bool = False
 
 
+class Compromise(SQLModel, table=True):
+    """A compromised CA or key: what it certifies is revoked, now and on arrival later."""
+
+    __tablename__ = "revocation_compromise"
+
+    kind: str = Field(primary_key=True)  # "ca" or "key"
+    value: str = Field(primary_key=True)
+    event_id: str
+    correlation_id: str
+    comment: str
+    at: datetime = Field(sa_column=_utc_column())
+
+
 TABLES = [
     model.__table__  # type: ignore[attr-defined]
     for model in (
@@ -141,5 +154,6 @@ TABLES = [
         ReleasedHold,
         StoredCrl,
         KnownCa,
+        Compromise,
     )
 ]
