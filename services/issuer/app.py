@@ -52,7 +52,7 @@ def build(settings: IssuerSettings | None = None) -> ServiceRuntime:
                on_invalid=handlers.cert_requested_invalid, batch_size=settings.issuance_batch_size)
     rt.consume(subjects.CERT_RENEWAL_REQUESTED, handlers.renewal_requested,
                on_invalid=handlers.cert_requested_invalid, batch_size=100)
-    IssuerRpc(rt, issuer).register()
+    IssuerRpc(rt, issuer, settings.ocsp_signer_validity_days).register()
     rt.consume(subjects.CERT_REVOKED, handlers.cert_revoked, batch_size=1000)
     rt.consume(subjects.CERT_RELEASED, handlers.cert_released, batch_size=1000)
     rt.issuer = issuer  # type: ignore[attr-defined]

@@ -23,7 +23,7 @@ from services.issuer.csr import (
     requested_sans,
 )
 from services.issuer.errors import Rejection
-from services.issuer.templates import KeyGeneration, TemplateCatalog
+from services.issuer.templates import KeyGeneration, Template, TemplateCatalog
 from services.issuer.x509build import LeafRequest, build_leaf
 from shared.clock import Clock, SystemClock
 from shared.events import derived_id
@@ -71,8 +71,14 @@ class Issuer:
         self.clock = clock or SystemClock()
         self.delta_crls = delta_crls
 
-    def prepare(self, req: Enrollment, server_key: CertificatePublicKeyTypes | None = None) -> LeafRequest:
-        template = self.templates.get(req.template)
+    def prepare(
+        self,
+        req: Enrollment,
+        server_key: CertificatePublicKeyTypes | None = None,
+        template: Template | None = None,
+    ) -> LeafRequest:
+        """Check ``req`` against its template (or the built-in ``template`` given)."""
+        template = template or self.templates.get(req.template)
         if template is None:
             raise Rejection(errors.UNKNOWN_TEMPLATE, f"no template named {req.template!r}", 404)
         ca_name = req.ca or template.ca

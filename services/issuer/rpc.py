@@ -22,7 +22,7 @@ from services.issuer.issuance import (
 )
 from services.issuer.keys import generate_key
 from services.issuer.pfx import build_pkcs12
-from services.issuer.templates import KeyGeneration
+from services.issuer.templates import KeyGeneration, KeyRules, SanRules, SubjectRules, Template
 from services.issuer.x509build import LeafRequest
 from shared.bus import RpcError
 from shared.events import CertIssued, CertRenewed, derived_id, new_id
@@ -60,15 +60,17 @@ def _text(request: dict[str, Any], key: str) -> str | None:
 
 
 class IssuerRpc:
-    def __init__(self, rt: ServiceRuntime, issuer: Issuer) -> None:
+    def __init__(self, rt: ServiceRuntime, issuer: Issuer, ocsp_validity_days: int = 30) -> None:
         self.rt = rt
         self.issuer = issuer
+        self.ocsp_validity_days = ocsp_validity_days
 
     def register(self) -> None:
         for name, fn in (
             ("cas.list", self.cas_list), ("templates.list", self.templates_list),
             ("enroll.csr", self.enroll_csr), ("enroll.pfx", self.enroll_pfx),
             ("enroll.renew", self.enroll_renew), ("certs.get", self.cert_get),
+            ("ocsp.signer", self.ocsp_signer),
         ):
             self.rt.rpc(name, fn)
 
@@ -125,6 +127,25 @@ class IssuerRpc:
             return await self._issue(req, lambda: self.issuer.prepare(req), renewal_of=old["cert_id"])
         except Rejection as exc:
             raise _rpc_error(exc) from exc
+
+    async def ocsp_signer(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Sign a delegated OCSP responder certificate (OCSPSigning, ocsp-nocheck) for a CA."""
+        ca_name = str(request.get("ca") or "")
+        if ca_name not in self.issuer.cas:
+            raise RpcError(errors.UNKNOWN_CA, f"no CA named {ca_name!r}", 404)
+        template = ocsp_signer_template(ca_name, self.ocsp_validity_days)
+        req = Enrollment(request_id=f"ocsp-signer-{new_id()}", template=template.name,
+                         csr=_text(request, "csr"), actor=str(request.get("actor") or "revocation"))
+        try:
+            leaf = self.issuer.prepare(req, template=template)
+        except Rejection as exc:
+            raise _rpc_error(exc) from exc
+        async with self.rt.unit_of_work() as uow:
+            [serial] = await records.fresh_serials(uow.session, [(ca_name, x509.random_serial_number())])
+            cert = self.issuer.sign(leaf, serial)
+            fields = issued_fields(cert, leaf, req)
+            uow.session.add(records.issued_row(fields))
+        return _response(json.loads(json.dumps(fields, default=str)))
 
     async def _old_certificate(self, key: str) -> dict[str, Any]:
         async with self.rt.db.session() as session:  # type: ignore[union-attr]
@@ -216,3 +237,15 @@ class IssuerRpc:
 
 def _response(fields: dict[str, Any]) -> dict[str, Any]:
     return {"id": fields["cert_id"], **fields}
+
+
+def ocsp_signer_template(ca: str, validity_days: int) -> Template:
+    """The built-in profile of a delegated OCSP responder (RFC 6960 4.2.2.2)."""
+    return Template(
+        name="ocsp-signer", description="Delegated OCSP responder", ca=ca, validity_days=validity_days,
+        keys=KeyRules(rsa_min_bits=2048, ec_curves=["p256", "p384"], ed25519=True,
+                      ml_dsa=["ml-dsa-44", "ml-dsa-65", "ml-dsa-87"]),
+        key_usage=["digital_signature"], extended_key_usage=["ocsp_signing"], ocsp_no_check=True,
+        subject=SubjectRules(required=["CN"], allowed=["CN", "O", "OU"]),
+        sans=SanRules(allowed_types=[]),
+    )

@@ -14,7 +14,13 @@ from cryptography import x509
 from services.issuer.app import build
 from services.issuer.testing import issuer_settings, make_csr, tampered, user_csr
 from shared import subjects
-from shared.events import CertIssued, CertRequested, CertRevoked, CrlPublished
+from shared.events import (
+    CertIssued,
+    CertRenewalRequested,
+    CertRequested,
+    CertRevoked,
+    CrlPublished,
+)
 from shared.pki import RevocationReason, load_certificate, parse_serial
 
 pytestmark = pytest.mark.integration
@@ -196,3 +202,21 @@ async def test_a_restarted_issuer_keeps_its_cas_and_continues_crl_numbers(
         await second.app.stop()
     created = await (await Tap(nats_client, subjects.CA_CREATED).open()).drain(1.0)
     assert sorted(b["ca"] for b in created) == ["issuing-ec", "root"]
+
+
+async def test_a_renewal_request_with_a_new_csr_issues_the_same_subject_with_a_new_key(
+    issuer, nats_client
+) -> None:
+    issued = await Tap(nats_client, subjects.CERT_ISSUED).open()
+    renewed = await Tap(nats_client, subjects.CERT_RENEWED).open()
+    await publish(nats_client, CertRequested(request_id="req-gina", template="user-client",
+                                             csr_pem=user_csr("gina"), owner="gina"))
+    [old] = await issued.until(lambda s: len(s) >= 1)
+    await publish(nats_client, CertRenewalRequested(cert_id=old["cert_id"], request_id="renew-gina",
+                                                    csr_pem=user_csr("gina")))
+    seen = await issued.until(lambda s: len(s) >= 2)
+    new = next(b for b in seen if b["request_id"] == "renew-gina")
+    assert new["renewal_of"] == old["cert_id"] and new["subject_dn"] == old["subject_dn"]
+    assert new["sans"] == old["sans"] and new["public_key_sha256"] != old["public_key_sha256"]
+    [link] = await renewed.until(lambda s: len(s) >= 1)
+    assert (link["old_cert_id"], link["new_cert_id"]) == (old["cert_id"], new["cert_id"])
