@@ -41,7 +41,9 @@ def build(settings: AgentSettings | None = None) -> ServiceRuntime:
     hook = None
     if settings.post_install_command:
         hook = post_install(settings.post_install_command, settings.post_install_timeout)
-    worker = Worker(settings.machine, settings.root, after_install=hook)
+    worker = Worker(
+        settings.machine, settings.root, after_install=hook, store_password=settings.store_password
+    )
 
     async def handle(jobs: list[AgentJob]) -> None:
         """Run this machine's jobs and report each outcome."""

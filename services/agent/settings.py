@@ -12,3 +12,4 @@ class AgentSettings(CommonSettings):
     post_install_command: str | None = None
     post_install_timeout: float = 60.0
     agent_version: str = "1"
+    store_password: str = "changeit"

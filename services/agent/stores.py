@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -11,21 +10,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from services.agent import keys
+from services.agent.entry import Entry
 from services.agent.errors import JobError
+from services.agent.keystores import JavaKeyStore, Pkcs12File
 from shared import pki
 from shared.events import StoreTarget
-
-
-@dataclass
-class Entry:
-    alias: str
-    certificate: x509.Certificate
-    chain: list[x509.Certificate] = field(default_factory=list)
-    has_key: bool = False
-
-    @property
-    def serial(self) -> str:
-        return pki.render_serial(self.certificate.serial_number)
 
 
 class Store(Protocol):
@@ -137,7 +126,7 @@ class PemDirectory:
         return found
 
 
-def open_store(root: Path, target: StoreTarget) -> Store:
+def open_store(root: Path, target: StoreTarget, password: str = "changeit") -> Store:
     path = inside(root, target.store_path)
     extra = target.model_extra or {}
     if target.store_type == "pem":
@@ -147,4 +136,23 @@ def open_store(root: Path, target: StoreTarget) -> Store:
             key_suffix=extra.get("key_suffix", ".key"),
             chain_suffix=extra.get("chain_suffix", ".chain.pem"),
         )
+    if target.store_type == "pkcs12":
+        return Pkcs12File(path, password)
+    if target.store_type == "jks":
+        return JavaKeyStore(path, password)
     raise JobError("unsupported_store", f"store type {target.store_type!r} is not supported")
+
+
+def describe(entry: Entry) -> dict[str, object]:
+    """An entry as an inventory report carries it (public data only)."""
+    cert = entry.certificate
+    return {
+        "alias": entry.alias,
+        "serial": entry.serial,
+        "thumbprint_sha256": pki.thumbprint(cert),
+        "subject": cert.subject.rfc4514_string(),
+        "issuer": cert.issuer.rfc4514_string(),
+        "not_after": cert.not_valid_after_utc.isoformat(),
+        "has_key": entry.has_key,
+        "certificate_pem": pki.pem(cert),
+    }

@@ -15,7 +15,8 @@ from cryptography.hazmat.primitives import serialization
 
 from services.agent import keys
 from services.agent.errors import JobError
-from services.agent.stores import open_store
+from services.agent.discovery import discover
+from services.agent.stores import Store, describe, open_store
 from shared import pki
 from shared.events import (
     AgentJob,
@@ -36,10 +37,20 @@ Hook = Callable[[AgentJob, Path], None]
 
 
 class Worker:
-    def __init__(self, machine: str, root: Path, after_install: Hook | None = None) -> None:
+    def __init__(
+        self,
+        machine: str,
+        root: Path,
+        after_install: Hook | None = None,
+        store_password: str = "changeit",
+    ) -> None:
         self.machine = machine
         self.root = root
         self.after_install = after_install
+        self.store_password = store_password
+
+    def store(self, target: StoreTarget) -> Store:
+        return open_store(self.root, target, self.store_password)
 
     def run(self, job: AgentJob) -> list[Event]:
         """The events that report the job's outcome, failure included."""
@@ -47,6 +58,9 @@ class Worker:
             JobKind.REENROLL: self.reenroll,
             JobKind.ADD: self.add,
             JobKind.REMOVE: self.remove,
+            JobKind.INVENTORY: self.inventory,
+            JobKind.CREATE: self.create,
+            JobKind.DISCOVER: self.discover,
         }.get(job.kind)
         try:
             if handler is None:
@@ -102,7 +116,7 @@ class Worker:
         cert = pki.load_certificate(job.certificate_pem)
         chain = [pki.load_certificate(c) for c in job.chain_pem]
         serial = pki.render_serial(cert.serial_number)
-        store = open_store(self.root, target)
+        store = self.store(target)
         current = store.get(target.alias)
         already = current is not None and current.serial == serial
         if not already:
@@ -133,7 +147,7 @@ class Worker:
     def remove(self, job: AgentJob) -> tuple[list[Event], dict[str, Any]]:
         """Delete the certificate from the store if that store holds that very certificate."""
         target = self._target(job)
-        store = open_store(self.root, target)
+        store = self.store(target)
         current = store.get(target.alias)
         serial = (job.serial or "").lower()
         found = current is not None and (not serial or current.serial == serial)
@@ -144,3 +158,25 @@ class Worker:
             found=found,
         )  # fmt: skip
         return [removed], {"found": found, "serial": serial}
+
+    def inventory(self, job: AgentJob) -> tuple[list[Event], dict[str, Any]]:
+        """Report everything the store holds."""
+        target = self._target(job)
+        store = self.store(target)
+        if not store.exists():
+            raise JobError("store_missing", f"no store at {store.path}")
+        return [], {"store": target.model_dump(), "entries": [describe(e) for e in store.entries()]}
+
+    def create(self, job: AgentJob) -> tuple[list[Event], dict[str, Any]]:
+        """Create the store if it does not exist yet."""
+        store = self.store(self._target(job))
+        existed = store.exists()
+        store.create()
+        return [], {"created": not existed, "path": str(store.path)}
+
+    def discover(self, job: AgentJob) -> tuple[list[Event], dict[str, Any]]:
+        """Scan directories for certificate files and key stores."""
+        paths = [str(p) for p in job.payload.get("paths") or ["."]]
+        depth = int(job.payload.get("max_depth", 6))
+        found = discover(self.root, paths, depth, self.store_password)
+        return [], {"stores": found}
