@@ -10,9 +10,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.hazmat.primitives.serialization import pkcs12
 
+from services.agent.entry import Entry
 from services.agent.errors import JobError
 from services.agent.keys import write_private
-from services.agent.entry import Entry
 
 KDF_ROUNDS = 50_000
 

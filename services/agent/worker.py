@@ -14,8 +14,8 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 
 from services.agent import keys
-from services.agent.errors import JobError
 from services.agent.discovery import discover
+from services.agent.errors import JobError
 from services.agent.stores import Store, describe, open_store
 from shared import pki
 from shared.events import (
