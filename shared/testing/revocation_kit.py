@@ -224,3 +224,55 @@ async def messages_on(js, subject: str) -> list[dict]:  # type: ignore[no-untype
     finally:
         await sub.unsubscribe()
     return out
+
+
+def certify_ocsp_signer(ca: LabCa, csr_pem: str, days: int = 30) -> x509.Certificate:
+    """What the issuer's ``ocsp.signer`` RPC does: a delegated OCSP signing certificate."""
+    csr = x509.load_pem_x509_csr(csr_pem.encode())
+    assert csr.is_signature_valid
+    now = datetime.now(UTC)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(csr.subject)
+        .issuer_name(ca.cert.subject)
+        .public_key(csr.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(True, False, False, False, False, False, False, False, False),
+            critical=True,
+        )
+        .add_extension(
+            x509.ExtendedKeyUsage([x509.ExtendedKeyUsageOID.OCSP_SIGNING]), critical=False
+        )
+        .add_extension(x509.OCSPNoCheck(), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()), critical=False
+        )
+        .sign(ca.key, hashes.SHA256())
+    )
+
+
+async def serve_ocsp_signer_rpc(nc, cas: dict[str, LabCa]):  # type: ignore[no-untyped-def]
+    """Answer ``rpc.issuer.ocsp.signer`` for these CAs, as the issuer would; returns the
+    subscription (unsubscribe it to make the issuer go away)."""
+
+    async def answer(msg) -> None:  # type: ignore[no-untyped-def]
+        request = json.loads(msg.data)
+        ca = cas.get(request.get("ca"))
+        if ca is None:
+            reply = {
+                "ok": False,
+                "error": {"code": "not_found", "message": "no such CA", "status": 404},
+            }
+        else:
+            cert = certify_ocsp_signer(ca, request["csr"])
+            reply = {
+                "ok": True,
+                "result": {"certificate_pem": pem(cert), "chain_pem": [pem(ca.cert)]},
+            }
+        await msg.respond(json.dumps(reply).encode())
+
+    return await nc.subscribe(subjects.rpc("issuer", "ocsp.signer"), cb=answer)
