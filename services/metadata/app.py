@@ -18,11 +18,16 @@ def build(settings: MetadataSettings | None = None, clock: Clock | None = None) 
     runtime = ServiceRuntime(
         SERVICE, settings, db=Database(settings.database(), schema=SERVICE), tables=TABLES
     )
-    handlers = MetadataHandlers(runtime, clock or SystemClock())
+    handlers = MetadataHandlers(
+        runtime, clock or SystemClock(), strict=settings.metadata_strict_fields
+    )
+    runtime.on_startup(handlers.start)
     runtime.consume(subjects.CERT_ISSUED, handlers.cert_issued)
     runtime.consume(subjects.USER_OFFBOARDED, handlers.user_offboarded)
     runtime.rpc("get", handlers.get)
     runtime.rpc("set", handlers.set)
     runtime.rpc("compare", handlers.compare)
     runtime.rpc("history", handlers.history)
+    runtime.rpc("fields.list", handlers.fields_list)
+    runtime.rpc("fields.define", handlers.fields_define)
     return runtime

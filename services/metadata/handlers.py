@@ -7,6 +7,13 @@ from typing import Any
 
 from pydantic import BaseModel, Field, model_validator
 
+from services.metadata.definitions import (
+    Definitions,
+    FieldDefinition,
+    FieldType,
+    InvalidValue,
+    canonical,
+)
 from services.metadata.values import IS_ENABLED, Change, MetadataValues, UnknownCertificate
 from shared.bus import RpcError
 from shared.clock import Clock
@@ -23,6 +30,8 @@ from shared.runtime import ServiceRuntime, UnitOfWork
 
 log = logging.getLogger("certbus.metadata")
 
+Scalar = str | int | bool | None
+
 
 class GetRequest(BaseModel):
     cert_id: str = Field(min_length=1)
@@ -30,10 +39,20 @@ class GetRequest(BaseModel):
 
 class SetRequest(BaseModel):
     cert_id: str = Field(min_length=1)
-    field: str = Field(min_length=1, max_length=200)
-    value: str | int | bool | None
+    field: str | None = Field(None, min_length=1, max_length=200)
+    value: Scalar = None
+    fields: dict[str, Scalar] = Field(default_factory=dict)
     actor: str = "api"
     correlation_id: str | None = None
+
+    def changes(self) -> dict[str, Scalar]:
+        return {**self.fields, **({self.field: self.value} if self.field else {})}
+
+    @model_validator(mode="after")
+    def _sets_something(self) -> SetRequest:
+        if not self.changes():
+            raise ValueError("give field and value, or fields")
+        return self
 
 
 class CompareRequest(BaseModel):
@@ -48,19 +67,26 @@ class CompareRequest(BaseModel):
         return self
 
 
-def _text(value: str | int | bool | None) -> str | None:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return None if value is None else str(value)
+class DefineRequest(BaseModel):
+    name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+    type: FieldType = FieldType.STRING
+    required: bool = False
+    default: Scalar = None
+    description: str = ""
 
 
 class MetadataHandlers:
-    def __init__(self, runtime: ServiceRuntime, clock: Clock) -> None:
+    def __init__(self, runtime: ServiceRuntime, clock: Clock, *, strict: bool = False) -> None:
         self._rt = runtime
         self._clock = clock
+        self._strict = strict
 
     def _values(self, uow: UnitOfWork) -> MetadataValues:
         return MetadataValues(uow.session, self._clock.now())
+
+    @staticmethod
+    async def _definitions(uow: UnitOfWork) -> dict[str, FieldDefinition]:
+        return {d.name: d for d in await Definitions(uow.session).all()}
 
     @staticmethod
     def _announce(
@@ -83,10 +109,15 @@ class MetadataHandlers:
         else:
             uow.emit(CertMetadataChanged(correlation_id=correlation_id or "", **fields))
 
+    async def start(self) -> None:
+        async with self._rt.unit_of_work() as uow:
+            await Definitions(uow.session).ensure_built_in()
+
     async def cert_issued(self, events: list[CertIssued]) -> None:
         """Remember each new certificate (id, thumbprints, owner) and its enrollment metadata."""
         async with self._rt.unit_of_work() as uow:
             values = self._values(uow)
+            definitions = await self._definitions(uow)
             for ev in events:
                 fresh = await values.remember_certificate(
                     cert_id=ev.cert_id,
@@ -98,7 +129,7 @@ class MetadataHandlers:
                 )
                 if not fresh:
                     continue
-                for name, value in ev.metadata.items():
+                for name, value in _enrollment_values(ev, definitions).items():
                     await values.set(
                         ev.cert_id, name, value, ev.actor, ev.event_id, ev.correlation_id
                     )
@@ -117,62 +148,139 @@ class MetadataHandlers:
                 if ev.mode != OffboardingMode.DISABLE:
                     continue
                 await values.disable_owner(ev.user, ev.event_id)
+                disabled = 0
                 for cert_id in await values.certificates_of(ev.user):
                     change = await values.set(
                         cert_id, IS_ENABLED, "false", ev.actor, ev.event_id, ev.correlation_id
                     )
                     if change:
-                        event_id = derived_id("metadata.disable", ev.event_id, cert_id)
-                        self._announce(uow, change, ev, event_id)
-                log.info("offboarding %s (disable): certificates disabled", ev.user)
+                        disabled += 1
+                        self._announce(
+                            uow, change, ev, derived_id("metadata.disable", ev.event_id, cert_id)
+                        )
+                log.info("offboarding %s (disable): %d certificates disabled", ev.user, disabled)
 
     async def get(self, request: dict[str, Any]) -> dict[str, Any]:
         """The metadata of one certificate (by id, thumbprint or serial)."""
         req = GetRequest.model_validate(request)
         async with self._rt.unit_of_work() as uow:
             values = self._values(uow)
-            cert_id = await self._resolve(values, req.cert_id)
+            cert_id = await _resolve(values, req.cert_id)
             return {"cert_id": cert_id, "fields": await values.fields(cert_id)}
 
     async def set(self, request: dict[str, Any]) -> dict[str, Any]:
-        """Set one field; announces cert.metadata.changed in the same transaction."""
+        """Set one field (field, value) or several (fields); each change is announced."""
         req = SetRequest.model_validate(request)
         async with self._rt.unit_of_work() as uow:
             values = self._values(uow)
-            cert_id = await self._resolve(values, req.cert_id)
-            event_id = new_id()
-            change = await values.set(
-                cert_id, req.field, _text(req.value), req.actor, event_id, req.correlation_id
-            )
-            if change:
-                self._announce(uow, change, None, event_id, req.correlation_id)
+            definitions = await self._definitions(uow)
+            cert_id = await _resolve(values, req.cert_id)
+            wanted = {
+                name: self._valid(definitions, name, value) for name, value in req.changes().items()
+            }
+            changed = []
+            for name, value in wanted.items():
+                event_id = new_id()
+                change = await values.set(
+                    cert_id, name, value, req.actor, event_id, req.correlation_id
+                )
+                if change:
+                    changed.append(name)
+                    self._announce(uow, change, None, event_id, req.correlation_id)
             return {
                 "cert_id": cert_id,
-                "changed": change is not None,
+                "changed": bool(changed),
+                "changed_fields": changed,
                 "fields": await values.fields(cert_id),
             }
+
+    def _valid(
+        self, definitions: dict[str, FieldDefinition], name: str, value: Scalar
+    ) -> str | None:
+        definition = definitions.get(name)
+        if definition is None:
+            if self._strict:
+                raise RpcError("unknown_field", f"no metadata field {name!r} is defined", 422)
+            return canonical(FieldType.STRING, value) if value is not None else None
+        try:
+            return definition.normalise(value)
+        except InvalidValue as exc:
+            raise RpcError("invalid_value", str(exc), 422) from exc
 
     async def compare(self, request: dict[str, Any]) -> dict[str, Any]:
         """The access valve's question: do this certificate's values match what is expected?"""
         req = CompareRequest.model_validate(request)
         async with self._rt.unit_of_work() as uow:
             values = self._values(uow)
-            cert_id = await self._resolve(values, req.cert_id, req.thumbprint)
-            return await values.compare(cert_id, req.expected)
+            definitions = await self._definitions(uow)
+            cert_id = await _resolve(values, req.cert_id, req.thumbprint)
+            expected = {
+                name: _expected(definitions.get(name), v) for name, v in req.expected.items()
+            }
+            return await values.compare(cert_id, expected)
 
     async def history(self, request: dict[str, Any]) -> dict[str, Any]:
         """Every change of one certificate's metadata, oldest first."""
         req = GetRequest.model_validate(request)
         async with self._rt.unit_of_work() as uow:
             values = self._values(uow)
-            cert_id = await self._resolve(values, req.cert_id)
+            cert_id = await _resolve(values, req.cert_id)
             return {"cert_id": cert_id, "items": await values.history(cert_id)}
 
-    @staticmethod
-    async def _resolve(
-        values: MetadataValues, cert_id: str | None, thumbprint: str | None = None
-    ) -> str:
+    async def fields_list(self, _request: dict[str, Any]) -> dict[str, Any]:
+        """The defined metadata fields: name, type, required, default."""
+        async with self._rt.unit_of_work() as uow:
+            return {"items": [d.describe() for d in await Definitions(uow.session).all()]}
+
+    async def fields_define(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Define or redefine a field; its default applies to certificates issued from now on."""
+        req = DefineRequest.model_validate(request)
         try:
-            return await values.resolve(cert_id, thumbprint)
-        except UnknownCertificate as exc:
-            raise RpcError("not_found", f"no certificate {exc.args[0]!r}", 404) from exc
+            default = None if req.default is None else canonical(req.type, req.default, "default")
+        except InvalidValue as exc:
+            raise RpcError("invalid_value", str(exc), 422) from exc
+        definition = FieldDefinition(req.name, req.type, req.required, default, req.description)
+        async with self._rt.unit_of_work() as uow:
+            await Definitions(uow.session).define(definition)
+        return definition.describe()
+
+
+def _enrollment_values(
+    ev: CertIssued, definitions: dict[str, FieldDefinition]
+) -> dict[str, str | None]:
+    """What enrollment gave, canonical where a definition says how, plus the defaults."""
+    out: dict[str, str | None] = {}
+    for name, value in ev.metadata.items():
+        definition = definitions.get(name)
+        try:
+            out[name] = definition.normalise(value) if definition else value
+        except InvalidValue as exc:
+            log.warning("certificate %s: enrollment metadata dropped: %s", ev.cert_id, exc)
+    for definition in definitions.values():
+        if definition.name in out:
+            continue
+        if definition.default is not None:
+            out[definition.name] = definition.default
+        elif definition.required:
+            log.warning(
+                "certificate %s was issued without required field %s", ev.cert_id, definition.name
+            )
+    return out
+
+
+def _expected(definition: FieldDefinition | None, value: Any) -> Any:
+    if definition is None or value is None:
+        return value
+    try:
+        return definition.normalise(value)
+    except InvalidValue:
+        return value
+
+
+async def _resolve(
+    values: MetadataValues, cert_id: str | None, thumbprint: str | None = None
+) -> str:
+    try:
+        return await values.resolve(cert_id, thumbprint)
+    except UnknownCertificate as exc:
+        raise RpcError("not_found", f"no certificate {exc.args[0]!r}", 404) from exc

@@ -61,7 +61,18 @@ class DisabledOwner(SQLModel, table=True):
     disabled_at: datetime = Field(default_factory=utcnow, sa_column=_utc_column(nullable=False))
 
 
+class FieldDefinitionRow(SQLModel, table=True):
+    __tablename__ = "metadata_field_definition"
+
+    name: str = Field(primary_key=True)
+    type: str = "string"
+    required: bool = False
+    default: str | None = Field(default=None, sa_column=Column(Text))
+    description: str = ""
+
+
 TABLES = [
+    FieldDefinitionRow.__table__,  # type: ignore[attr-defined]
     FieldValue.__table__,  # type: ignore[attr-defined]
     HistoryEntry.__table__,  # type: ignore[attr-defined]
     KnownCertificate.__table__,  # type: ignore[attr-defined]

@@ -168,3 +168,47 @@ async def test_offboarding_in_disable_mode_disables_every_certificate_of_the_use
         assert got["fields"]["isEnabled"] == "false"
 
     await _eventually(disabled)
+
+
+async def test_defined_fields_are_validated_defaulted_and_compared_by_meaning(
+    service, nats_client
+) -> None:
+    await service("fields.define", {"name": "approved", "type": "bool", "default": "no"})
+    await service("fields.define", {"name": "costCenter", "type": "int", "required": True})
+    listed = {f["name"]: f for f in (await service("fields.list", {}))["items"]}
+    assert listed["isEnabled"] == {
+        "name": "isEnabled",
+        "type": "bool",
+        "required": False,
+        "default": "true",
+        "description": listed["isEnabled"]["description"],
+    }
+    assert listed["approved"]["default"] == "false"
+
+    issued = issued_event(owner="frank", metadata={"costCenter": "007", "isEnabled": "TRUE"})
+    await _publish(nats_client, issued)
+    got = await _eventually(lambda: service("get", {"cert_id": issued.cert_id}))
+    assert got["fields"] == {"approved": "false", "costCenter": "7", "isEnabled": "true"}
+
+    with pytest.raises(RpcError) as bad:
+        await service("set", {"cert_id": issued.cert_id, "field": "costCenter", "value": "abc"})
+    assert (bad.value.code, bad.value.status) == ("invalid_value", 422)
+    with pytest.raises(RpcError) as cleared:
+        await service("set", {"cert_id": issued.cert_id, "field": "costCenter", "value": None})
+    assert "required" in cleared.value.message
+
+    result = await service(
+        "set", {"cert_id": issued.cert_id, "fields": {"approved": True, "costCenter": 8}}
+    )
+    assert sorted(result["changed_fields"]) == ["approved", "costCenter"]
+    compare = await service(
+        "compare",
+        {
+            "cert_id": issued.cert_id,
+            "expected": {"approved": "yes", "costCenter": "08", "isEnabled": 1},
+        },
+    )
+    assert compare["match"] is True, compare
+    with pytest.raises(RpcError) as bad_default:
+        await service("fields.define", {"name": "when", "type": "date", "default": "tomorrow"})
+    assert bad_default.value.code == "invalid_value"
