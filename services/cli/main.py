@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "services.cli.commands_cas",
     "services.cli.commands_templates",
     "services.cli.commands_enroll",
+    "services.cli.commands_metadata",
 ]
 
 

@@ -108,6 +108,85 @@ class Enroll(_Area):
                                json={k: v for k, v in body.items() if v is not None})
 
 
+class Metadata(_Area):
+    """Per-certificate metadata, its history, and the Compare access valve."""
+
+    def get(self, cert_id: str) -> dict[str, Any]:
+        return self._c.request("GET", f"/v1/certificates/{cert_id}/metadata")["fields"]
+
+    def set(self, cert_id: str, fields: dict[str, Any] | None = None,
+            **more: Any) -> dict[str, Any]:
+        """Set fields (``None`` clears one); answers the certificate's fields after the change."""
+        body = {"fields": {**(fields or {}), **more}}
+        return self._c.request("PUT", f"/v1/certificates/{cert_id}/metadata", json=body)
+
+    def history(self, cert_id: str) -> list[dict[str, Any]]:
+        return self._c.request("GET", f"/v1/certificates/{cert_id}/metadata/history")["items"]
+
+    def compare(self, expected: dict[str, Any], *, cert_id: str | None = None,
+                thumbprint: str | None = None) -> dict[str, Any]:
+        """``{"match": bool, "differences": {field: {expected, actual}}}``."""
+        body = {"cert_id": cert_id, "thumbprint": thumbprint, "expected": expected}
+        return self._c.request("POST", "/v1/metadata/compare", json=body)
+
+    def fields(self) -> list[dict[str, Any]]:
+        return self._c.request("GET", "/v1/metadata/fields")["items"]
+
+    def define(self, name: str, type_: str = "string", *, required: bool = False,
+               default: Any = None, description: str = "") -> dict[str, Any]:
+        body = {"type": type_, "required": required, "default": default, "description": description}
+        return self._c.request("PUT", f"/v1/metadata/fields/{name}", json=body)
+
+
+class Notifications(_Area):
+    def deliveries(self, *, event_id: str | None = None, subject: str | None = None,
+                   status: str | None = None, channel: str | None = None, limit: int = 100,
+                   offset: int = 0) -> dict[str, Any]:
+        """``{"items": [delivery], "total": n}``, newest first."""
+        params = {k: v for k, v in {"event_id": event_id, "subject": subject, "status": status,
+                                    "channel": channel, "limit": limit, "offset": offset}.items()
+                  if v is not None}
+        return self._c.request("GET", "/v1/notifications/deliveries", params=params)
+
+    def subscriptions(self) -> list[dict[str, Any]]:
+        return self._c.request("GET", "/v1/notifications/subscriptions")["items"]
+
+
+class Revocation(_Area):
+    """Revoke certificates (one, many, by query), lift holds, and ask a certificate's status."""
+
+    def revoke(self, cert_id: str, *, reason: str | int = "unspecified", comment: str,
+               effective_at: str | None = None,
+               invalidity_date: str | None = None) -> dict[str, Any]:
+        """Revoke one certificate (id, serial or thumbprint); revoking twice reports the first."""
+        body = {"reason": reason, "comment": comment, "effective_at": effective_at,
+                "invalidity_date": invalidity_date}
+        return self._c.request("POST", f"/v1/certificates/{cert_id}/revoke",
+                               json={k: v for k, v in body.items() if v is not None})
+
+    def revoke_many(self, cert_ids: list[str] | None = None, *, query: str | None = None,
+                    reason: str | int = "unspecified", comment: str, dry_run: bool = False,
+                    effective_at: str | None = None,
+                    invalidity_date: str | None = None) -> dict[str, Any]:
+        """``{"dry_run", "items": [{cert_id, status, ...}], "counts": {status: n}}``."""
+        body = {"cert_ids": cert_ids, "query": query, "reason": reason, "comment": comment,
+                "dry_run": dry_run, "effective_at": effective_at,
+                "invalidity_date": invalidity_date}
+        return self._c.request("POST", "/v1/certificates/revoke",
+                               json={k: v for k, v in body.items() if v is not None})
+
+    def revoke_query(self, query: str, **options: Any) -> dict[str, Any]:
+        return self.revoke_many(query=query, **options)
+
+    def release(self, cert_id: str, *, comment: str | None = None) -> dict[str, Any]:
+        """Lift a certificateHold; any other reason is final (409 ``revocation_final``)."""
+        body = {"comment": comment} if comment else {}
+        return self._c.request("POST", f"/v1/certificates/{cert_id}/release", json=body)
+
+    def status(self, cert_id: str) -> dict[str, Any]:
+        return self._c.request("GET", f"/v1/certificates/{cert_id}/revocation")
+
+
 class Certbus:
     """Base URL from ``CERTBUS_URL`` (default http://127.0.0.1:8080)."""
 
@@ -120,9 +199,12 @@ class Certbus:
         )
         self.hr = HR(self)
         self.certs = Certs(self)
+        self.revocation = Revocation(self)
         self.cas = Cas(self)
         self.templates = Templates(self)
         self.enroll = Enroll(self)
+        self.metadata = Metadata(self)
+        self.notifications = Notifications(self)
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self._http.request(method, path, **kwargs)

@@ -21,9 +21,12 @@ ROUTE_MODULES = [
     "services.gateway.routes.health",
     "services.gateway.routes.hr",
     "services.gateway.routes.certificates",
+    "services.gateway.routes.revocation",
     "services.gateway.routes.cas",
     "services.gateway.routes.templates",
     "services.gateway.routes.enrollment",
+    "services.gateway.routes.metadata",
+    "services.gateway.routes.notifications",
 ]
 
 
