@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import typer
 
-from services.cli import output
+from services.cli import commands_revoke, output
 from services.cli.sdk import Certbus
 
 NAME = "certs"
@@ -39,3 +39,6 @@ def show(cert_id: str, json_: bool = typer.Option(False, "--json")) -> None:
     for loc in cert.get("locations", []):
         output.console.print(f"{'location':>18}  {loc.get('machine')}:{loc.get('store_path')} "
                              f"({loc.get('store_type')}, {loc.get('alias')})")
+
+
+commands_revoke.register(app)
