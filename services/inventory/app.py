@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from services.inventory import policy as policy_module
+from services.inventory.admin_api import AdminApi
 from services.inventory.api import InventoryApi
 from services.inventory.handlers import Handlers, register
 from services.inventory.indexes import ensure_search_indexes
@@ -21,5 +22,6 @@ def build(settings: InventorySettings | None = None) -> ServiceRuntime:
     policy = policy_module.load(settings.policy_path())
     register(rt, Handlers(rt, policy))
     InventoryApi(db).register(rt)
+    AdminApi(rt, settings.agent_offline_after_seconds).register()
     rt.on_startup(lambda: ensure_search_indexes(db))
     return rt

@@ -14,7 +14,15 @@ from services.inventory.tables import Certificate, CertificateEvent, Certificate
 from services.inventory.timeutil import as_utc, iso
 from shared import pki
 from shared.clock import utcnow
-from shared.events import CertInstalled, CertIssued, CertRemoved, CertRevoked, Event, StoreTarget
+from shared.events import (
+    CertInstalled,
+    CertIssued,
+    CertMetadataChanged,
+    CertRemoved,
+    CertRevoked,
+    Event,
+    StoreTarget,
+)
 
 PRIVATE_FIELDS = {"certificate_pem", "chain_pem"}
 
@@ -98,6 +106,26 @@ async def record_revoked(session: AsyncSession, ev: CertRevoked) -> tuple[Certif
     row.revoked_at = ev.revoked_at
     await history(session, ev.cert_id, ev, reason=ev.reason.rfc_name, comment=ev.comment)
     return row, changed
+
+
+async def record_metadata(session: AsyncSession, ev: CertMetadataChanged) -> None:
+    row = await session.get(Certificate, ev.cert_id)
+    if row is None:
+        return
+    values = dict(row.metadata_)
+    if ev.new is None:
+        values.pop(ev.field, None)
+    else:
+        values[ev.field] = ev.new
+    row.metadata_ = values
+    field = await session.get(CertificateField, (ev.cert_id, ev.field))
+    if ev.new is None and field is not None:
+        await session.delete(field)
+    elif field is None and ev.new is not None:
+        session.add(CertificateField(cert_id=ev.cert_id, field=ev.field, value=ev.new))
+    elif field is not None:
+        field.value = ev.new
+    await history(session, ev.cert_id, ev, field=ev.field, old=ev.old, new=ev.new)
 
 
 async def record_released(session: AsyncSession, cert_id: str, ev: Event) -> None:

@@ -7,15 +7,17 @@ from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.inventory import catalog, identities, jobs, offboarding, provisioning
+from services.inventory import catalog, drift, identities, jobs, offboarding, provisioning, stores
 from services.inventory.policy import Policy
-from services.inventory.tables import Device, User
+from services.inventory.tables import Agent, Device, User
 from shared import subjects
 from shared.events import (
+    AgentHeartbeat,
     AgentJobCompleted,
     AgentJobFailed,
     CertInstalled,
     CertIssued,
+    CertMetadataChanged,
     CertRejected,
     CertReleased,
     CertRemoved,
@@ -73,9 +75,13 @@ class Handlers:
         return list(await identities.provision(session, self.policy, user, ev))
 
     async def device_unassigned(self, session: AsyncSession, ev: DeviceUnassigned) -> list[Event]:
-        """Unlink the device from the user."""
-        await identities.unlink(session, ev.user, ev.device)
-        return []
+        """Unlink the device; what it held for the user is retired (and revoked)."""
+        out: list[Event] = []
+        for user in await identities.unlink(session, ev.user, ev.device):
+            for request in await identities.current_requests(session, user, ev.device):
+                why = f"{ev.device} is no longer assigned to {user}"
+                out.extend(await identities.retire(session, request, ev, why))
+        return out
 
     async def device_decommissioned(
         self, session: AsyncSession, ev: DeviceDecommissioned
@@ -83,7 +89,9 @@ class Handlers:
         """The device is gone: unlink it from everybody."""
         device = await identities.ensure_device(session, ev.device)
         device.status, device.decommissioned_at = "decommissioned", ev.occurred_at
-        await identities.unlink(session, None, ev.device)
+        for user in await identities.unlink(session, None, ev.device):
+            for request in await identities.current_requests(session, user, ev.device):
+                request.status = "retired"
         return []
 
     async def cert_issued(self, session: AsyncSession, ev: CertIssued) -> list[Event]:
@@ -124,8 +132,26 @@ class Handlers:
     async def job_result(
         self, session: AsyncSession, ev: AgentJobCompleted | AgentJobFailed
     ) -> list[Event]:
-        """Record what an agent reports about a job."""
+        """Record what an agent reports about a job; inventories reveal drift."""
         await jobs.record_result(session, ev)
+        if isinstance(ev, AgentJobCompleted) and await self._trusted(session, ev.machine):
+            return await drift.job_completed(session, self.policy, ev)
+        return []
+
+    async def _trusted(self, session: AsyncSession, machine: str) -> bool:
+        agent = await session.get(Agent, machine)
+        return agent is None or agent.status == "approved"
+
+    async def heartbeat(self, session: AsyncSession, ev: AgentHeartbeat) -> list[Event]:
+        """Register the agent (pending approval unless a rule approves it); note it is alive."""
+        await stores.heard_from(
+            session, ev, self.policy.auto_approve_agents, self.policy.auto_approve_known_devices
+        )
+        return []
+
+    async def metadata_changed(self, session: AsyncSession, ev: CertMetadataChanged) -> list[Event]:
+        """Keep the catalog's copy of a certificate's metadata current."""
+        await catalog.record_metadata(session, ev)
         return []
 
 
@@ -144,6 +170,8 @@ def register(rt: ServiceRuntime, h: Handlers) -> None:
     rt.consume(subjects.CERT_RELEASED, h.batch(h.cert_released, False))
     rt.consume(subjects.AGENT_JOB_COMPLETED, h.batch(h.job_result, False))
     rt.consume(subjects.AGENT_JOB_FAILED, h.batch(h.job_result, False))
+    rt.consume(subjects.AGENT_HEARTBEAT, h.batch(h.heartbeat, False), batch_size=500)
+    rt.consume(subjects.CERT_METADATA_CHANGED, h.batch(h.metadata_changed))
 
 
 __all__ = ["Handlers", "register", "Device", "User"]

@@ -7,10 +7,12 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.inventory import jobs
 from services.inventory.policy import Person, Policy, Provision
-from services.inventory.tables import Device, ProvisioningRequest, User, UserDevice
+from services.inventory.stores import record_store
+from services.inventory.tables import Certificate, Device, ProvisioningRequest, User, UserDevice
 from shared.clock import utcnow
 from shared.events import (
     AgentJob,
+    CertRevocationRequested,
     DeviceAssigned,
     Event,
     JobKind,
@@ -18,6 +20,7 @@ from shared.events import (
     UserOnboarded,
     derived_id,
 )
+from shared.pki import RevocationReason
 
 
 def request_id_for(user: str, device: str, template: str) -> str:
@@ -74,18 +77,62 @@ async def devices_of(session: AsyncSession, user: str, active_only: bool = True)
     return sorted((await session.exec(query)).all())
 
 
-async def provision(
-    session: AsyncSession, policy: Policy, user: User, cause: Event
-) -> list[AgentJob]:
-    """Open a provisioning request and a re-enrollment job for every new (device, template)."""
+async def provision(session: AsyncSession, policy: Policy, user: User, cause: Event) -> list[Event]:
+    """Open a request and a re-enrollment job for every new (device, template) the policy
+    gives the user, and retire what it no longer gives (asking for those certificates to be
+    revoked as affiliationChanged)."""
     person = Person(user.user, user.email, user.department, tuple(user.roles))
     devices = [d for d in await devices_of(session, user.user) if await _device_usable(session, d)]
-    out: list[AgentJob] = []
-    for p in policy.provisions(person, devices):
+    wanted = policy.provisions(person, devices)
+    out: list[Event] = []
+    for p in wanted:
         job = await _request(session, user.user, p, cause)
         if job is not None:
             out.append(job)
+    keep = {(p.device, p.template) for p in wanted}
+    for request in await current_requests(session, user.user):
+        if (request.device, request.template) not in keep:
+            out.extend(
+                await retire(
+                    session,
+                    request,
+                    cause,
+                    f"the provisioning policy no longer "
+                    f"gives {request.template} to {user.user} on {request.device}",
+                )
+            )
     return out
+
+
+async def current_requests(
+    session: AsyncSession, user: str, device: str | None = None
+) -> list[ProvisioningRequest]:
+    query = select(ProvisioningRequest).where(
+        ProvisioningRequest.user == user, ProvisioningRequest.status != "retired"
+    )
+    if device:
+        query = query.where(ProvisioningRequest.device == device)
+    return list((await session.exec(query)).all())
+
+
+async def retire(
+    session: AsyncSession, request: ProvisioningRequest, cause: Event, why: str
+) -> list[Event]:
+    request.status, request.updated_at = "retired", utcnow()
+    if not request.cert_id:
+        return []
+    cert = await session.get(Certificate, request.cert_id)
+    if cert is None or cert.status == "revoked":
+        return []
+    return [
+        cause.caused(
+            CertRevocationRequested,
+            event_id=derived_id("retire", request.request_id, cause.event_id),
+            cert_ids=[request.cert_id],
+            reason=RevocationReason.AFFILIATION_CHANGED,
+            comment=why,
+        )
+    ]
 
 
 async def _device_usable(session: AsyncSession, name: str) -> bool:
@@ -94,31 +141,36 @@ async def _device_usable(session: AsyncSession, name: str) -> bool:
 
 
 async def _request(session: AsyncSession, user: str, p: Provision, cause: Event) -> AgentJob | None:
-    request_id = request_id_for(user, p.device, p.template)
-    existing = await session.get(ProvisioningRequest, request_id)
-    if existing is not None and existing.status != "retired":
+    first_id = request_id_for(user, p.device, p.template)
+    current = [
+        r for r in await current_requests(session, user, p.device) if r.template == p.template
+    ]
+    if current:
+        return None
+    # The first request for a slot has the well-known id; a later one (after retirement) is
+    # named after the event that asked for it, so the issuer sees a new request.
+    first = await session.get(ProvisioningRequest, first_id)
+    request_id = first_id if first is None else derived_id(first_id, cause.event_id)
+    if await session.get(ProvisioningRequest, request_id) is not None:
         return None
     target = StoreTarget(
         machine=p.device, store_type=p.store_type, store_path=p.store_path, alias=p.alias
     )
-    attempt = ("reenroll",) if existing is None else ("reenroll", cause.event_id)
-    if existing is None:
-        session.add(
-            ProvisioningRequest(
-                request_id=request_id,
-                user=user,
-                device=p.device,
-                template=p.template,
-                target=target.model_dump(),
-            )
+    session.add(
+        ProvisioningRequest(
+            request_id=request_id,
+            user=user,
+            device=p.device,
+            template=p.template,
+            rule=p.rule,
+            target=target.model_dump(),
         )
-    else:
-        existing.status, existing.cert_id, existing.error = "waiting", None, None
-        existing.target, existing.updated_at = target.model_dump(), utcnow()
+    )
+    await record_store(session, target, source="policy")
     return await jobs.send(
         session,
         cause,
-        job_id=derived_id("job", request_id, *attempt),
+        job_id=derived_id("job", request_id, "reenroll"),
         machine=p.device,
         kind=JobKind.REENROLL,
         target=target,

@@ -69,8 +69,12 @@ async def progress(session: AsyncSession, row: Offboarding) -> dict[str, Any]:
             )
         )
     ).all()
-    still_installed = sorted({loc.cert_id for loc in locations if loc.active})
-    not_revoked = sorted(c.cert_id for c in certs if c.status != "revoked")
+    disable = row.mode == "disable"
+    # In disable mode certificates stay installed, switched off, so each can be re-enabled.
+    still_installed = [] if disable else sorted({loc.cert_id for loc in locations if loc.active})
+    not_revoked = sorted(
+        c.cert_id for c in certs if c.status != "revoked" and not (disable and _disabled(c))
+    )
     return {
         "user": row.user,
         "mode": row.mode,
@@ -79,6 +83,7 @@ async def progress(session: AsyncSession, row: Offboarding) -> dict[str, Any]:
         "completed_at": iso(row.completed_at),
         "found": len(certs),
         "revoked": sum(1 for c in certs if c.status == "revoked"),
+        "disabled": sum(1 for c in certs if c.status != "revoked" and _disabled(c)),
         "removed": sum(1 for loc in locations if not loc.active),
         "still_installed": len([loc for loc in locations if loc.active]),
         "pending": {
@@ -107,6 +112,10 @@ async def progress(session: AsyncSession, row: Offboarding) -> dict[str, Any]:
             for c in certs
         ],
     }
+
+
+def _disabled(cert: Certificate) -> bool:
+    return str(cert.metadata_.get("isEnabled", "true")).lower() == "false"
 
 
 async def check_open(session: AsyncSession) -> list[UserOffboardingCompleted]:

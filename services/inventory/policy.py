@@ -69,6 +69,7 @@ class Policy:
     defaults: dict[str, Any] = field(default_factory=lambda: dict(BUILTIN_DEFAULTS))
     auto_fix_drift: bool = False
     auto_approve_agents: list[str] = field(default_factory=list)
+    auto_approve_known_devices: bool = True
 
     def provisions(self, person: Person, devices: list[str]) -> list[Provision]:
         """Every (device, template) the person should have, each once, in policy order."""
@@ -145,8 +146,9 @@ def parse(data: dict[str, Any]) -> Policy:
     return Policy(
         rules=rules,
         defaults=defaults,
-        auto_fix_drift=bool(data.get("drift", {}).get("auto_fix", False)),
-        auto_approve_agents=list(data.get("agents", {}).get("auto_approve", [])),
+        auto_fix_drift=bool((data.get("drift") or {}).get("auto_fix", False)),
+        auto_approve_agents=list((data.get("agents") or {}).get("auto_approve") or []),
+        auto_approve_known_devices=bool((data.get("agents") or {}).get("known_devices", True)),
     )
 
 

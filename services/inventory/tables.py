@@ -152,12 +152,18 @@ class CertificateEvent(SQLModel, table=True):
 
 
 class ProvisioningRequest(SQLModel, table=True):
+    """One attempt to give a (user, device, template) its certificate; retired ones stay."""
+
     __tablename__ = "inventory_provisioning_request"
+    __table_args__ = (
+        Index("ix_inventory_provisioning_request_slot", "user", "device", "template"),
+    )
 
     request_id: str = Field(primary_key=True)
     user: str = Field(index=True)
-    device: str
+    device: str = Field(index=True)
     template: str
+    rule: str | None = None
     status: str = "waiting"
     cert_id: str | None = None
     error: str | None = None
@@ -200,6 +206,53 @@ class Offboarding(SQLModel, table=True):
     cert_ids: list[str] = _json(list)
 
 
+class Agent(SQLModel, table=True):
+    __tablename__ = "inventory_agent"
+
+    machine: str = Field(primary_key=True)
+    status: str = "pending"
+    version: str | None = None
+    first_seen: datetime = _now()
+    last_seen: datetime = _now()
+    decided_at: datetime | None = _utc()
+    decided_by: str | None = None
+
+
+class Store(SQLModel, table=True):
+    """A certificate store on a machine: known from policy, the API, an install or discovery."""
+
+    __tablename__ = "inventory_store"
+    __table_args__ = (UniqueConstraint("machine", "store_type", "store_path"),)
+
+    id: str = Field(primary_key=True)
+    machine: str = Field(index=True)
+    store_type: str
+    store_path: str
+    status: str = "approved"
+    source: str = "install"
+    entries: int | None = None
+    created_at: datetime = _now()
+    inventoried_at: datetime | None = _utc()
+    last_job_id: str | None = None
+
+
+class Drift(SQLModel, table=True):
+    __tablename__ = "inventory_drift"
+
+    id: str = Field(primary_key=True)
+    machine: str = Field(index=True)
+    kind: str
+    store_type: str
+    store_path: str
+    alias: str
+    cert_id: str | None = None
+    serial: str | None = None
+    reason: str = ""
+    fixed: bool = False
+    detected_at: datetime = _now()
+    job_id: str | None = None
+
+
 TABLES = [
     User.__table__,
     Device.__table__,
@@ -211,4 +264,7 @@ TABLES = [
     ProvisioningRequest.__table__,
     Job.__table__,
     Offboarding.__table__,
+    Agent.__table__,
+    Store.__table__,
+    Drift.__table__,
 ]

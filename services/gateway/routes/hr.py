@@ -56,3 +56,13 @@ async def post_event(
     await bus.publish(event)
     return {"accepted": True, "event_id": event.event_id, "type": event.subject,
             "correlation_id": event.correlation_id}
+
+
+@router.get(
+    "/offboardings/{user}",
+    summary="An offboarding's progress",
+    description="Certificates found, revoked and removed from stores, what is still pending "
+    "(not revoked, still installed, requests waiting for issuance), with timestamps.",
+)
+async def get_offboarding(user: str, bus: Bus = Depends(get_bus)) -> dict[str, Any]:
+    return await bus.call("inventory", "offboarding.get", {"user": user})

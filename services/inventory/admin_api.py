@@ -1,0 +1,337 @@
+"""Inventory's operations for people and scripts: identities, agents, stores, jobs, history."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func
+from sqlmodel import select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from services.inventory import catalog, jobs, offboarding, stores
+from services.inventory.tables import (
+    Agent,
+    Certificate,
+    CertificateEvent,
+    Device,
+    Drift,
+    Job,
+    Location,
+    Offboarding,
+    ProvisioningRequest,
+    Store,
+    User,
+    UserDevice,
+)
+from services.inventory.timeutil import iso
+from shared.bus import RpcError
+from shared.clock import utcnow
+from shared.events import Event, JobKind, StoreTarget, new_id
+from shared.runtime import ServiceRuntime
+
+STORE_TYPES = ("pem", "pkcs12", "jks")
+
+
+def _page(req: dict[str, Any]) -> tuple[int, int]:
+    return max(1, min(int(req.get("limit") or 100), 1000)), max(0, int(req.get("offset") or 0))
+
+
+def _required(req: dict[str, Any], key: str) -> str:
+    value = str(req.get(key) or "").strip()
+    if not value:
+        raise RpcError("invalid_request", f"{key} is required", 422)
+    return value
+
+
+class AdminApi:
+    def __init__(self, rt: ServiceRuntime, offline_after: float) -> None:
+        self.rt = rt
+        assert rt.db is not None
+        self.db = rt.db
+        self.offline_after = offline_after
+
+    async def _cert(self, session: AsyncSession, ident: str) -> Certificate:
+        row = await catalog.find(session, ident)
+        if row is None:
+            raise RpcError("not_found", f"no certificate {ident!r}", 404)
+        return row
+
+    async def certs_history(self, req: dict[str, Any]) -> dict[str, Any]:
+        """Every event in a certificate's life, oldest first."""
+        async with self.db.session() as s:
+            cert = await self._cert(s, _required(req, "id"))
+            rows = (
+                await s.exec(
+                    select(CertificateEvent)
+                    .where(CertificateEvent.cert_id == cert.cert_id)
+                    .order_by(CertificateEvent.occurred_at, CertificateEvent.id)  # type: ignore[arg-type]
+                )
+            ).all()
+        items = [
+            {"event_id": r.event_id, "subject": r.subject, "occurred_at": iso(r.occurred_at),
+             "actor": r.actor, "details": r.details}
+            for r in rows
+        ]  # fmt: skip
+        return {"id": cert.cert_id, "items": items}
+
+    async def certs_locations(self, req: dict[str, Any]) -> dict[str, Any]:
+        """Where a certificate is installed now, and where it was."""
+        async with self.db.session() as s:
+            cert = await self._cert(s, _required(req, "id"))
+            locations = (await catalog.locations_of(s, [cert.cert_id]))[cert.cert_id]
+        return {"id": cert.cert_id, "items": [catalog.location_json(loc) for loc in locations]}
+
+    async def users_list(self, req: dict[str, Any]) -> dict[str, Any]:
+        limit, offset = _page(req)
+        async with self.db.session() as s:
+            query = select(User)
+            if req.get("status"):
+                query = query.where(User.status == req["status"])
+            if req.get("department"):
+                query = query.where(User.department == req["department"])
+            total = (await s.exec(select(func.count()).select_from(query.subquery()))).one()
+            rows = (await s.exec(query.order_by(User.user).limit(limit).offset(offset))).all()
+            items = [await self._user_json(s, u) for u in rows]
+        return {"items": items, "total": int(total)}
+
+    async def users_get(self, req: dict[str, Any]) -> dict[str, Any]:
+        name = _required(req, "user")
+        async with self.db.session() as s:
+            user = await s.get(User, name)
+            if user is None:
+                raise RpcError("not_found", f"no user {name!r}", 404)
+            out = await self._user_json(s, user)
+            requests = (
+                await s.exec(select(ProvisioningRequest).where(ProvisioningRequest.user == name))
+            ).all()
+            out["provisioning"] = [
+                {"request_id": r.request_id, "device": r.device, "template": r.template,
+                 "status": r.status, "cert_id": r.cert_id, "error": r.error, "rule": r.rule,
+                 "created_at": iso(r.created_at), "updated_at": iso(r.updated_at)}
+                for r in requests
+            ]  # fmt: skip
+            owned = select(func.count()).select_from(Certificate).where(Certificate.owner == name)
+            out["certificates"] = int((await s.exec(owned)).one())
+        return out
+
+    async def _user_json(self, s: AsyncSession, u: User) -> dict[str, Any]:
+        links = (await s.exec(select(UserDevice).where(UserDevice.user == u.user))).all()
+        return {
+            "user": u.user, "email": u.email, "department": u.department, "roles": u.roles,
+            "status": u.status, "updated_at": iso(u.updated_at),
+            "offboarded_at": iso(u.offboarded_at),
+            "devices": sorted(link.device for link in links if link.active),
+        }  # fmt: skip
+
+    async def devices_list(self, req: dict[str, Any]) -> dict[str, Any]:
+        limit, offset = _page(req)
+        async with self.db.session() as s:
+            total = (await s.exec(select(func.count()).select_from(Device))).one()
+            rows = (
+                await s.exec(select(Device).order_by(Device.name).limit(limit).offset(offset))
+            ).all()  # type: ignore[arg-type]
+            items = [await self._device_json(s, d) for d in rows]
+        return {"items": items, "total": int(total)}
+
+    async def devices_get(self, req: dict[str, Any]) -> dict[str, Any]:
+        name = _required(req, "name")
+        async with self.db.session() as s:
+            device = await s.get(Device, name)
+            if device is None:
+                raise RpcError("not_found", f"no device {name!r}", 404)
+            out = await self._device_json(s, device)
+            located = select(Location).where(Location.machine == name, Location.active)
+            out["locations"] = [
+                {"cert_id": loc.cert_id, **catalog.location_json(loc)}
+                for loc in (await s.exec(located)).all()
+            ]
+            agent = await s.get(Agent, name)
+            out["agent"] = stores.agent_json(agent, self.offline_after) if agent else None
+        return out
+
+    async def _device_json(self, s: AsyncSession, d: Device) -> dict[str, Any]:
+        links = (await s.exec(select(UserDevice).where(UserDevice.device == d.name))).all()
+        return {"name": d.name, "kind": d.kind, "status": d.status,
+                "created_at": iso(d.created_at), "decommissioned_at": iso(d.decommissioned_at),
+                "users": sorted(link.user for link in links if link.active)}  # fmt: skip
+
+    async def agents_list(self, req: dict[str, Any]) -> dict[str, Any]:
+        """Every agent that ever reported, with its approval and whether it is online."""
+        async with self.db.session() as s:
+            query = select(Agent).order_by(Agent.machine)  # type: ignore[arg-type]
+            if req.get("status"):
+                query = query.where(Agent.status == req["status"])
+            rows = (await s.exec(query)).all()
+        now = utcnow()
+        items = [stores.agent_json(a, self.offline_after, now) for a in rows]
+        if req.get("state"):
+            items = [a for a in items if a["state"] == req["state"]]
+        return {"items": items, "total": len(items)}
+
+    async def agents_approve(self, req: dict[str, Any]) -> dict[str, Any]:
+        """Approve (or, with reject=true, reject) an agent."""
+        machine = _required(req, "machine")
+        async with self.rt.unit_of_work() as uow:
+            agent = await uow.session.get(Agent, machine)
+            if agent is None:
+                agent = Agent(machine=machine)
+                uow.session.add(agent)
+            agent.status = "rejected" if req.get("reject") else "approved"
+            agent.decided_at, agent.decided_by = utcnow(), str(req.get("actor") or "api")
+            return stores.agent_json(agent, self.offline_after)
+
+    async def _send(self, req: dict[str, Any], **fields: Any) -> dict[str, Any]:
+        machine = fields["machine"]
+        async with self.rt.unit_of_work() as uow:
+            agent = await uow.session.get(Agent, machine)
+            if agent is not None and agent.status != "approved":
+                raise RpcError(
+                    "agent_not_approved",
+                    f"the agent on {machine} is {agent.status}; approve it first",
+                    409,
+                )
+            cause = Event(actor=str(req.get("actor") or "api"))
+            job = await jobs.send(uow.session, cause, job_id=new_id(), **fields)
+            assert job is not None
+            uow.emit(job)
+            row = await uow.session.get(Job, job.job_id)
+            assert row is not None
+            return jobs.to_json(row)
+
+    async def agents_discover(self, req: dict[str, Any]) -> dict[str, Any]:
+        """Ask an agent to scan directories for certificate files and key stores."""
+        paths = req.get("paths") or ["."]
+        return await self._send(
+            req,
+            machine=_required(req, "machine"),
+            kind=JobKind.DISCOVER,
+            payload={"paths": list(paths), "max_depth": int(req.get("max_depth") or 6)},
+        )
+
+    async def stores_list(self, req: dict[str, Any]) -> dict[str, Any]:
+        async with self.db.session() as s:
+            rows = await stores.stores_of(s, req.get("machine"))
+        items = [
+            stores.store_json(r) for r in rows if not req.get("status") or r.status == req["status"]
+        ]
+        return {"items": items, "total": len(items)}
+
+    async def stores_add(self, req: dict[str, Any]) -> dict[str, Any]:
+        """Register a store on a machine and have the agent create it."""
+        machine, store_path = _required(req, "machine"), _required(req, "store_path")
+        store_type = str(req.get("store_type") or "pem")
+        if store_type not in STORE_TYPES:
+            raise RpcError("invalid_store_type", f"store_type must be one of {STORE_TYPES}", 422)
+        target = StoreTarget(
+            machine=machine,
+            store_type=store_type,
+            store_path=store_path,  # type: ignore[arg-type]
+            alias="-",
+        )
+        async with self.rt.unit_of_work() as uow:
+            row = await stores.record_store(uow.session, target, source="api")
+            row.status = "approved"
+            store = stores.store_json(row)
+        job = await self._send(req, machine=machine, kind=JobKind.CREATE, target=target)
+        return {**store, "job": job}
+
+    async def _store(self, ident: str) -> Store:
+        async with self.db.session() as s:
+            row = await s.get(Store, ident)
+        if row is None:
+            raise RpcError("not_found", f"no store {ident!r}", 404)
+        return row
+
+    async def stores_approve(self, req: dict[str, Any]) -> dict[str, Any]:
+        """Approve a store found by discovery, so inventory manages it."""
+        ident = _required(req, "id")
+        async with self.rt.unit_of_work() as uow:
+            row = await uow.session.get(Store, ident)
+            if row is None:
+                raise RpcError("not_found", f"no store {ident!r}", 404)
+            row.status = "approved"
+            return stores.store_json(row)
+
+    async def stores_inventory(self, req: dict[str, Any]) -> dict[str, Any]:
+        """Ask the store's agent to report everything in it."""
+        row = await self._store(_required(req, "id"))
+        target = StoreTarget(
+            machine=row.machine,
+            store_type=row.store_type,  # type: ignore[arg-type]
+            store_path=row.store_path,
+            alias="-",
+        )
+        return await self._send(req, machine=row.machine, kind=JobKind.INVENTORY, target=target)
+
+    async def jobs_list(self, req: dict[str, Any]) -> dict[str, Any]:
+        limit, offset = _page(req)
+        async with self.db.session() as s:
+            query = select(Job)
+            for key in ("machine", "status", "kind", "cert_id", "request_id"):
+                if req.get(key):
+                    query = query.where(getattr(Job, key) == req[key])
+            total = (await s.exec(select(func.count()).select_from(query.subquery()))).one()
+            rows = (
+                await s.exec(
+                    query.order_by(Job.created_at.desc(), Job.job_id)  # type: ignore[attr-defined]
+                    .limit(limit)
+                    .offset(offset)
+                )
+            ).all()
+        return {"items": [jobs.to_json(r) for r in rows], "total": int(total)}
+
+    async def jobs_get(self, req: dict[str, Any]) -> dict[str, Any]:
+        ident = _required(req, "id")
+        async with self.db.session() as s:
+            row = await s.get(Job, ident)
+        if row is None:
+            raise RpcError("not_found", f"no job {ident!r}", 404)
+        return jobs.to_json(row)
+
+    async def drift_list(self, req: dict[str, Any]) -> dict[str, Any]:
+        limit, offset = _page(req)
+        async with self.db.session() as s:
+            query = select(Drift)
+            if req.get("machine"):
+                query = query.where(Drift.machine == req["machine"])
+            rows = (
+                await s.exec(query.order_by(Drift.detected_at.desc()).limit(limit).offset(offset))  # type: ignore[attr-defined]
+            ).all()
+        return {"items": [
+            {"id": d.id, "machine": d.machine, "kind": d.kind, "store_type": d.store_type,
+             "store_path": d.store_path, "alias": d.alias, "cert_id": d.cert_id,
+             "serial": d.serial, "reason": d.reason, "fixed": d.fixed, "job_id": d.job_id,
+             "detected_at": iso(d.detected_at)}
+            for d in rows
+        ]}  # fmt: skip
+
+    async def offboarding_get(self, req: dict[str, Any]) -> dict[str, Any]:
+        """An offboarding's progress: found, revoked, removed from stores, still pending."""
+        user = _required(req, "user")
+        async with self.db.session() as s:
+            row = await s.get(Offboarding, user)
+            if row is None:
+                raise RpcError("not_found", f"{user!r} has not been offboarded", 404)
+            return await offboarding.progress(s, row)
+
+    def register(self) -> None:
+        for op, fn in {
+            "certs.history": self.certs_history,
+            "certs.locations": self.certs_locations,
+            "users.list": self.users_list,
+            "users.get": self.users_get,
+            "devices.list": self.devices_list,
+            "devices.get": self.devices_get,
+            "agents.list": self.agents_list,
+            "agents.approve": self.agents_approve,
+            "agents.discover": self.agents_discover,
+            "stores.list": self.stores_list,
+            "stores.add": self.stores_add,
+            "stores.approve": self.stores_approve,
+            "stores.inventory": self.stores_inventory,
+            "jobs.list": self.jobs_list,
+            "jobs.get": self.jobs_get,
+            "drift.list": self.drift_list,
+            "offboarding.get": self.offboarding_get,
+        }.items():
+            self.rt.rpc(op, fn)
