@@ -41,4 +41,47 @@ def show(cert_id: str, json_: bool = typer.Option(False, "--json")) -> None:
                              f"({loc.get('store_type')}, {loc.get('alias')})")
 
 
+@app.command()
+def search(
+    query: str = typer.Argument(..., help='e.g. \'CN -contains "alice" AND NotAfter -lt "%TODAY+30%"\''),
+    limit: int = typer.Option(100, "--limit"),
+    offset: int = typer.Option(0, "--offset"),
+    sort: str = typer.Option(None, "--sort", help="a field, '-' first for descending: -NotAfter"),
+    json_: bool = typer.Option(False, "--json"),
+) -> None:
+    """Search the catalog with the query language."""
+    with output.api_errors():
+        page = Certbus().certs.search(query, limit=limit, offset=offset, sort=sort)
+    if json_:
+        output.emit_json(page)
+        return
+    output.table(page["items"], COLUMNS,
+                 title=f"{len(page['items'])} of {page['total']} matching certificates")
+
+
+@app.command()
+def history(cert_id: str, json_: bool = typer.Option(False, "--json")) -> None:
+    """Every event in a certificate's life."""
+    with output.api_errors():
+        items = Certbus().certs.history(cert_id)
+    if json_:
+        output.emit_json(items)
+        return
+    output.table(items, [("occurred_at", "when"), ("subject", "event"), ("actor", "actor"),
+                         ("details", "details")])
+
+
+@app.command()
+def locations(cert_id: str, json_: bool = typer.Option(False, "--json")) -> None:
+    """Where a certificate is installed, and where it was."""
+    with output.api_errors():
+        items = Certbus().certs.locations(cert_id)
+    if json_:
+        output.emit_json(items)
+        return
+    output.table(items, [("machine", "machine"), ("store_type", "type"),
+                         ("store_path", "store"), ("alias", "alias"), ("active", "active"),
+                         ("installed_at", "installed"), ("removed_at", "removed")])
+
+
 commands_revoke.register(app)

@@ -15,6 +15,9 @@ app = typer.Typer(no_args_is_help=True, help="certbus: event-driven certificate 
 COMMAND_MODULES = [
     "services.cli.commands_hr",
     "services.cli.commands_certs",
+    "services.cli.commands_agents",
+    "services.cli.commands_stores",
+    "services.cli.commands_jobs",
     "services.cli.commands_cas",
     "services.cli.commands_templates",
     "services.cli.commands_enroll",

@@ -10,6 +10,8 @@
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -47,6 +49,10 @@ class HR(_Area):
                  **extra: Any) -> dict[str, Any]:
         return self.event("user.offboarded", user=user, mode=mode, comment=comment, **extra)
 
+    def offboarding(self, user: str) -> dict[str, Any]:
+        """Progress of a user's offboarding: found, revoked, removed, still pending."""
+        return self._c.request("GET", f"/v1/hr/offboardings/{user}")
+
 
 class Certs(_Area):
     def list(self, *, owner: str | None = None, query: str | None = None,
@@ -59,6 +65,30 @@ class Certs(_Area):
 
     def get(self, cert_id: str) -> dict[str, Any]:
         return self._c.request("GET", f"/v1/certificates/{cert_id}")
+
+    def search(self, query: str, *, limit: int = 100, offset: int = 0,
+               sort: str | None = None) -> dict[str, Any]:
+        """One page of a search: ``{"items": [...], "total": n}``."""
+        params = {k: v for k, v in {"query": query, "limit": limit, "offset": offset,
+                                    "sort": sort}.items() if v is not None}
+        return self._c.request("GET", "/v1/certificates", params=params)
+
+    def search_all(self, query: str, *, page: int = 500,
+                   sort: str | None = None) -> Iterator[dict[str, Any]]:
+        """Every certificate matching ``query``, fetched page by page."""
+        offset = 0
+        while True:
+            batch = self.search(query, limit=page, offset=offset, sort=sort)
+            yield from batch["items"]
+            offset += len(batch["items"])
+            if not batch["items"] or offset >= batch["total"]:
+                return
+
+    def history(self, cert_id: str) -> list[dict[str, Any]]:
+        return self._c.request("GET", f"/v1/certificates/{cert_id}/history")["items"]
+
+    def locations(self, cert_id: str) -> list[dict[str, Any]]:
+        return self._c.request("GET", f"/v1/certificates/{cert_id}/locations")["items"]
 
 
 class Cas(_Area):
@@ -187,6 +217,80 @@ class Revocation(_Area):
         return self._c.request("GET", f"/v1/certificates/{cert_id}/revocation")
 
 
+def _params(**values: Any) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}
+
+
+class Identities(_Area):
+    def users(self, *, status: str | None = None, department: str | None = None,
+              limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
+        params = _params(status=status, department=department, limit=limit, offset=offset)
+        return self._c.request("GET", "/v1/users", params=params)["items"]
+
+    def user(self, user: str) -> dict[str, Any]:
+        return self._c.request("GET", f"/v1/users/{user}")
+
+    def devices(self, *, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
+        return self._c.request("GET", "/v1/devices", params=_params(limit=limit, offset=offset))["items"]
+
+    def device(self, name: str) -> dict[str, Any]:
+        return self._c.request("GET", f"/v1/devices/{name}")
+
+
+class Agents(_Area):
+    def list(self, *, status: str | None = None, state: str | None = None) -> list[dict[str, Any]]:
+        return self._c.request("GET", "/v1/agents", params=_params(status=status, state=state))["items"]
+
+    def approve(self, machine: str) -> dict[str, Any]:
+        return self._c.request("POST", f"/v1/agents/{machine}/approve")
+
+    def reject(self, machine: str) -> dict[str, Any]:
+        return self._c.request("POST", f"/v1/agents/{machine}/reject")
+
+    def discover(self, machine: str, paths: list[str], *, max_depth: int | None = None) -> dict[str, Any]:
+        body = _params(paths=paths, max_depth=max_depth)
+        return self._c.request("POST", f"/v1/agents/{machine}/discover", json=body)
+
+
+class Stores(_Area):
+    def list(self, *, machine: str | None = None, status: str | None = None) -> list[dict[str, Any]]:
+        return self._c.request("GET", "/v1/stores", params=_params(machine=machine, status=status))["items"]
+
+    def add(self, machine: str, store_path: str, *, store_type: str = "pem") -> dict[str, Any]:
+        body = {"machine": machine, "store_path": store_path, "store_type": store_type}
+        return self._c.request("POST", "/v1/stores", json=body)
+
+    def find(self, machine: str, store_path: str) -> dict[str, Any] | None:
+        return next((s for s in self.list(machine=machine) if s["store_path"] == store_path), None)
+
+    def inventory(self, store_id: str) -> dict[str, Any]:
+        return self._c.request("POST", f"/v1/stores/{store_id}/inventory")
+
+    def approve(self, store_id: str) -> dict[str, Any]:
+        return self._c.request("POST", f"/v1/stores/{store_id}/approve")
+
+
+class Jobs(_Area):
+    def list(self, *, machine: str | None = None, status: str | None = None,
+             kind: str | None = None, cert_id: str | None = None, limit: int = 100,
+             offset: int = 0) -> list[dict[str, Any]]:
+        params = _params(machine=machine, status=status, kind=kind, cert_id=cert_id, limit=limit,
+                         offset=offset)
+        return self._c.request("GET", "/v1/jobs", params=params)["items"]
+
+    def get(self, job_id: str) -> dict[str, Any]:
+        return self._c.request("GET", f"/v1/jobs/{job_id}")
+
+    def wait(self, job_id: str, *, timeout: float = 60.0, interval: float = 0.5) -> dict[str, Any]:
+        """Poll until the agent reported the job done or failed (or ``timeout`` passed)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.get(job_id)
+            if job["status"] != "sent" or time.monotonic() > deadline:
+                return job
+            time.sleep(interval)
+
+
 class Certbus:
     """Base URL from ``CERTBUS_URL`` (default http://127.0.0.1:8080)."""
 
@@ -199,6 +303,10 @@ class Certbus:
         )
         self.hr = HR(self)
         self.certs = Certs(self)
+        self.identities = Identities(self)
+        self.agents = Agents(self)
+        self.stores = Stores(self)
+        self.jobs = Jobs(self)
         self.revocation = Revocation(self)
         self.cas = Cas(self)
         self.templates = Templates(self)

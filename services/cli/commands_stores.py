@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+import typer
+
+from services.cli import output
+from services.cli.sdk import Certbus
+
+NAME = "stores"
+app = typer.Typer(no_args_is_help=True, help="Certificate stores on machines.")
+
+COLUMNS = [("id", "id"), ("machine", "machine"), ("store_type", "type"),
+           ("store_path", "path"), ("status", "status"), ("entries", "entries"),
+           ("inventoried_at", "inventoried")]
+
+
+@app.command("list")
+def list_(
+    machine: str = typer.Option(None, "--machine"),
+    status: str = typer.Option(None, "--status", help="approved or discovered"),
+    json_: bool = typer.Option(False, "--json"),
+) -> None:
+    """List stores, optionally one machine's."""
+    with output.api_errors():
+        items = Certbus().stores.list(machine=machine, status=status)
+    output.emit_json(items) if json_ else output.table(items, COLUMNS)
+
+
+@app.command()
+def add(
+    machine: str,
+    store_path: str,
+    store_type: str = typer.Option("pem", "--type", help="pem, pkcs12 or jks"),
+    json_: bool = typer.Option(False, "--json"),
+) -> None:
+    """Add a store to a machine; its agent creates it."""
+    with output.api_errors():
+        store = Certbus().stores.add(machine, store_path, store_type=store_type)
+    output.emit_json(store) if json_ else output.console.print(
+        f"store [bold]{store['id']}[/bold] ({store_type} {store_path} on {machine}); "
+        f"create job {store['job']['job_id']}")
+
+
+@app.command()
+def inventory(
+    store_id: str,
+    wait: bool = typer.Option(False, "--wait", help="wait for the agent's report"),
+    json_: bool = typer.Option(False, "--json"),
+) -> None:
+    """Have the store's agent report everything in it."""
+    with output.api_errors():
+        cb = Certbus()
+        job = cb.stores.inventory(store_id)
+        if wait:
+            job = cb.jobs.wait(job["job_id"])
+    if json_:
+        output.emit_json(job)
+        return
+    output.console.print(f"inventory job [bold]{job['job_id']}[/bold]: {job['status']}")
+    for entry in (job.get("result") or {}).get("entries", []):
+        output.console.print(f"  {entry['alias']}  {entry['serial']}  {entry['subject']}  "
+                             f"until {entry['not_after']}")
+
+
+@app.command()
+def approve(store_id: str, json_: bool = typer.Option(False, "--json")) -> None:
+    """Approve a store found by discovery."""
+    with output.api_errors():
+        store = Certbus().stores.approve(store_id)
+    output.emit_json(store) if json_ else output.console.print(
+        f"store [bold]{store_id}[/bold] is {store['status']}")
