@@ -116,7 +116,7 @@ class BusReader:
                 await m.ack()
         return out
 
-    async def none_more(self, subject: str, wait: float = 1.5) -> list[dict[str, Any]]:
+    async def none_more(self, subject: str, wait: float = 1.0) -> list[dict[str, Any]]:
         """Whatever else arrives on ``subject`` within ``wait`` seconds (expected: nothing)."""
         return await self.take(subject, 1000, within=wait)
 

@@ -43,7 +43,7 @@ def show(cert_id: str, json_: bool = typer.Option(False, "--json")) -> None:
 
 @app.command()
 def search(
-    query: str = typer.Argument(..., help='e.g. \'CN -contains "alice" AND NotAfter -lt "%TODAY+30%"\''),
+    query: str = typer.Argument(..., help='e.g. \'CN -contains "alice" AND Status -eq active\''),
     limit: int = typer.Option(100, "--limit"),
     offset: int = typer.Option(0, "--offset"),
     sort: str = typer.Option(None, "--sort", help="a field, '-' first for descending: -NotAfter"),

@@ -231,7 +231,8 @@ class Identities(_Area):
         return self._c.request("GET", f"/v1/users/{user}")
 
     def devices(self, *, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
-        return self._c.request("GET", "/v1/devices", params=_params(limit=limit, offset=offset))["items"]
+        params = _params(limit=limit, offset=offset)
+        return self._c.request("GET", "/v1/devices", params=params)["items"]
 
     def device(self, name: str) -> dict[str, Any]:
         return self._c.request("GET", f"/v1/devices/{name}")
