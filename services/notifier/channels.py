@@ -53,9 +53,9 @@ def webhook_name(url: str) -> str:
 class WebhookChannel:
     """POSTs ``{"subject", "event"}`` with the event id as ``Idempotency-Key``."""
 
-    def __init__(self, url: str, client: httpx.AsyncClient) -> None:
+    def __init__(self, url: str, client: httpx.AsyncClient, name: str | None = None) -> None:
         self.url = url
-        self.name = webhook_name(url)
+        self.name = f"webhook:{name}" if name else webhook_name(url)
         self._client = client
 
     async def send(self, notification: Notification) -> None:
@@ -91,8 +91,9 @@ class EmailChannel:
         username: str | None = None,
         password: str | None = None,
         timeout: float = 10.0,
+        name: str | None = None,
     ) -> None:
-        self.name = f"email:{host}:{port}"
+        self.name = f"email:{name}" if name else f"email:{host}:{port}"
         self._host, self._port = host, port
         self._sender, self._recipients = sender, recipients
         self._starttls, self._username, self._password = starttls, username, password

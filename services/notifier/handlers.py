@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
 from typing import Any
 
 from pydantic import BaseModel, Field
 
 from services.notifier.channels import Channel, Notification, PermanentFailure, TransientFailure
 from services.notifier.deliveries import Claim, DeliveryLog, Status
+from services.notifier.subscriptions import Routing
 from shared import logs
 from shared.clock import Clock
 from shared.events import Event, NotificationFailed, NotificationSent, derived_id
@@ -36,34 +36,33 @@ class NotifierHandlers:
     def __init__(
         self,
         runtime: ServiceRuntime,
-        channels: Sequence[Channel],
+        routing: Routing,
         clock: Clock,
         *,
         lease_seconds: float = 120.0,
         concurrency: int = 16,
     ) -> None:
         self._rt = runtime
-        self._channels = list(channels)
+        self._routing = routing
         self._clock = clock
         self._lease = lease_seconds
         self._slots = asyncio.Semaphore(concurrency)
 
     async def deliver(self, events: list[Event]) -> None:
-        """Deliver each event once to every configured channel (webhooks, e-mail)."""
+        """Deliver each event once to every channel subscribed to it (webhooks, e-mail)."""
         unique = list({ev.event_id: ev for ev in events}.values())
-        if not self._channels:
-            for ev in unique:
+        work = []
+        for ev in unique:
+            channels = self._routing.channels_for(ev.subject_name(), ev.model_dump(mode="json"))
+            if not channels:
                 log.info(
-                    "no channel configured; %s %s not delivered [corr=%s]",
+                    "no channel wants %s %s [corr=%s]",
                     ev.subject_name(),
                     ev.event_id,
                     ev.correlation_id,
                 )
-            return
-        outcomes = await asyncio.gather(
-            *(self._deliver(ev, channel) for ev in unique for channel in self._channels),
-            return_exceptions=True,
-        )
+            work.extend(self._deliver(ev, channel) for channel in channels)
+        outcomes = await asyncio.gather(*work, return_exceptions=True)
         pending = [o for o in outcomes if isinstance(o, BaseException)]
         if pending:
             raise DeliveryPending(f"{len(pending)} deliveries to retry: {pending[0]}")
@@ -163,3 +162,7 @@ class NotifierHandlers:
         async with self._rt.db.session() as session:  # type: ignore[union-attr]
             items, total = await DeliveryLog(session, self._clock.now()).list(**req.model_dump())
         return {"items": items, "total": total}
+
+    async def subscriptions_list(self, _request: dict[str, Any]) -> dict[str, Any]:
+        """Which subjects go to which channel, with their owner and template filters."""
+        return {"items": self._routing.describe()}

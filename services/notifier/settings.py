@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field
 
 from shared.settings import CommonSettings
@@ -22,6 +24,9 @@ class NotifierSettings(CommonSettings):
     notifier_smtp_starttls: bool = False
     notifier_smtp_username: str | None = None
     notifier_smtp_password: str | None = None
+    notifier_subscriptions_file: Path | None = Field(
+        default=None, description="YAML naming channels and which subjects each receives."
+    )
     notifier_lease_seconds: float = 120.0
     notifier_concurrency: int = 16
 

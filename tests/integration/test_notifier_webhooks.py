@@ -13,7 +13,7 @@ from services.notifier.app import SUBJECTS, build
 from services.notifier.settings import NotifierSettings
 from shared import subjects
 from shared.bus import make_broker, rpc_call
-from shared.events import CertRevoked, Event, UserOffboardingCompleted
+from shared.events import CertExpiring, CertRevoked, Event, UserOffboardingCompleted
 from shared.pki import RevocationReason
 from shared.testing.issued import issued_event
 from shared.testing.webhooks import WebhookSink
@@ -141,13 +141,13 @@ async def test_each_event_reaches_each_webhook_exactly_once_despite_redelivery(
     assert listed["total"] == 6 and {i["attempts"] for i in listed["items"]} == {1}
 
 
-async def _drained(nc) -> None:
+async def _drained(nc, consumed=SUBJECTS) -> None:
     """Wait until every notifier durable has acknowledged everything in its stream."""
     js = nc.jetstream()
     for _ in range(150):
         infos = [
             await js.consumer_info(subjects.stream_for(s), subjects.durable_name("notifier", s))
-            for s in SUBJECTS
+            for s in consumed
         ]
         if all(i.num_pending == 0 and i.num_ack_pending == 0 for i in infos):
             return
@@ -164,6 +164,7 @@ async def test_a_failing_webhook_is_retried_until_it_accepts(
         issued = issued_event("retry.example")
         await _publish(nats_client, issued)
         await _until(lambda: len(sink.accepted) == 1, attempts=200)
+        await _drained(nats_client)
         listed = await rpc_call(
             client, "notifier", "deliveries.list", {"event_id": issued.event_id}
         )
@@ -212,7 +213,7 @@ async def test_without_a_channel_events_are_logged_and_acknowledged(
     finally:
         await runtime.app.stop()
     assert any(
-        "no channel configured" in r.getMessage() and completed.event_id in r.getMessage()
+        "no channel wants" in r.getMessage() and completed.event_id in r.getMessage()
         for r in caplog.records
     )
 
@@ -231,3 +232,52 @@ async def _collect(nc, subject: str, n: int) -> list[dict]:
         if len(out) >= n:
             break
     return out
+
+
+async def test_subscriptions_send_each_channel_only_what_it_asked_for(
+    nats_url: str, nats_client, tmp_path, client
+) -> None:
+    tls, alice = WebhookSink().start(), WebhookSink().start()
+    subs = tmp_path / "subscriptions.yaml"
+    subs.write_text(
+        "channels:\n"
+        f"  tls-team: {{type: webhook, url: '{tls.url}'}}\n"
+        f"  alice: {{type: webhook, url: '{alice.url}'}}\n"
+        "subscriptions:\n"
+        "  - {channel: tls-team, subjects: [cert.issued], templates: [tls-server]}\n"
+        "  - {channel: alice, subjects: ['cert.*', 'user.>'], owners: [alice]}\n"
+    )
+    runtime = build(
+        NotifierSettings(
+            nats_url=nats_url,
+            notifier_database_url=f"sqlite+aiosqlite:///{tmp_path / 'n.db'}",
+            notifier_subscriptions_file=subs,
+        )
+    )
+    await runtime.app.start()
+    try:
+        server = issued_event("www.example.com", owner="bob", template="tls-server")
+        hers = issued_event("alice.example.com", owner="alice", template="user-client")
+        expiring = hers.caused(
+            CertExpiring, cert_id=hers.cert_id, not_after=hers.not_after, days_left=3
+        )
+        done = UserOffboardingCompleted(user="alice", found=1, revoked=1, removed=0)
+        for ev in (server, hers, expiring, done):
+            await _publish(nats_client, ev)
+        await _until(lambda: len(tls.accepted) >= 1 and len(alice.accepted) >= 2)
+        await _drained(nats_client, [ev.subject_name() for ev in (server, expiring, done)])
+        described = await rpc_call(client, "notifier", "subscriptions.list", {})
+    finally:
+        await runtime.app.stop()
+        tls.stop()
+        alice.stop()
+    assert [r.headers["Idempotency-Key"] for r in tls.accepted] == [server.event_id]
+    assert sorted(r.headers["X-Certbus-Subject"] for r in alice.accepted) == [
+        "cert.issued",
+        "user.offboarding.completed",
+    ]
+    # cert.expiring carries no owner, so an owner filter cannot select it.
+    assert [(s["channel"], s["channel_type"]) for s in described["items"]] == [
+        ("tls-team", "webhook"),
+        ("alice", "webhook"),
+    ]
