@@ -118,7 +118,7 @@ class ServiceRuntime:
 
     async def start_dependencies(self) -> None:
         """Streams and tables; also used by tests that drive a service without its app."""
-        await ensure_streams(self.settings.nats_url)
+        await ensure_streams(self.settings.nats_url, self.settings.stream_replicas)
         if self.db:
             await self.db.create_all(tables=self._tables)
 

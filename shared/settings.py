@@ -26,6 +26,10 @@ class CommonSettings(BaseSettings):
     log_level: str = "INFO"
     max_deliver: int = 8
     rpc_timeout: float = 5.0
+    stream_replicas: int = Field(
+        default=1, ge=1, le=5,
+        description="JetStream replicas of every stream (3 on a 3-node cluster in production).",
+    )
 
     def database_url_for(self, service: str, specific: str | None = None) -> str:
         if specific:

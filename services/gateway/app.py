@@ -39,7 +39,7 @@ def build(settings: GatewaySettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await ensure_streams(settings.nats_url)
+        await ensure_streams(settings.nats_url, settings.stream_replicas)
         broker = make_broker(settings.nats_url, "gateway")
         await broker.start()
         app.state.bus = Bus(broker, settings.rpc_timeout)
