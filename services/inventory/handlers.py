@@ -58,6 +58,8 @@ class Handlers:
     async def user_changed(self, session: AsyncSession, ev: UserOnboarded) -> list[Event]:
         """Record the user and devices, then provision what the policy gives each device."""
         user = await identities.upsert_user(session, ev)
+        if self.policy.auto_approve_known_devices:
+            await stores.approve_known_devices(session, list(ev.devices))
         if user.status == "offboarded":
             return []
         return list(await identities.provision(session, self.policy, user, ev))
@@ -70,6 +72,8 @@ class Handlers:
     async def device_assigned(self, session: AsyncSession, ev: DeviceAssigned) -> list[Event]:
         """Link the device to its user and provision it."""
         user = await identities.assign(session, ev)
+        if self.policy.auto_approve_known_devices:
+            await stores.approve_known_devices(session, [ev.device])
         if user is None or user.status == "offboarded":
             return []
         return list(await identities.provision(session, self.policy, user, ev))

@@ -39,6 +39,9 @@ async def heard_from(
     if row is None:
         row = Agent(machine=ev.machine, first_seen=ev.occurred_at, last_seen=ev.occurred_at)
         session.add(row)
+    # Rules are checked at every heartbeat of an undecided agent: its machine may become a
+    # known device after it first reported.
+    if row.status == "pending" and row.decided_by is None:
         if any(fnmatchcase(ev.machine, p) for p in patterns):
             row.status, row.decided_by, row.decided_at = "approved", "auto-approval rule", utcnow()
         elif known_devices and await session.get(Device, ev.machine) is not None:
@@ -46,6 +49,14 @@ async def heard_from(
     if as_utc(row.last_seen) < ev.occurred_at:  # type: ignore[operator]
         row.last_seen, row.version = ev.occurred_at, ev.version
     return row
+
+
+async def approve_known_devices(session: AsyncSession, machines: list[str]) -> None:
+    """Agents that reported before HR named their machine are approved once it is known."""
+    for machine in machines:
+        row = await session.get(Agent, machine)
+        if row is not None and row.status == "pending" and row.decided_by is None:
+            row.status, row.decided_by, row.decided_at = "approved", "known device", utcnow()
 
 
 def agent_json(row: Agent, offline_after: float, now: datetime | None = None) -> dict[str, Any]:

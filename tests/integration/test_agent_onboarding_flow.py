@@ -92,3 +92,58 @@ async def test_a_new_hire_gets_a_certificate_on_the_laptop_and_loses_it_when_lea
         issuer.cancel()
         await laptop.app.stop()
         await inventory.app.stop()
+
+
+async def test_a_certificate_deleted_from_its_store_is_re_enrolled_when_inventory_finds_it_missing(
+    nats_url: str, nats_client: Any, tmp_path: Path
+) -> None:
+    reader, ca = BusReader(nats_client), TestCA()
+    inventory = build_inventory(
+        InventorySettings(
+            nats_url=nats_url, inventory_database_url=f"sqlite+aiosqlite:///{tmp_path / 'inv.db'}"
+        )
+    )
+    pc = build_agent(AgentSettings(nats_url=nats_url, machine="finn-pc", root=tmp_path / "pc"))
+    await inventory.app.start()
+    await pc.app.start()
+    issuer = asyncio.create_task(stand_in_issuer(nats_client, ca))
+    store = tmp_path / "pc" / "certs" / "user-client"
+    try:
+        await publish(nats_client, UserOnboarded(user="finn", devices=["finn-pc"]))
+        (first,) = await reader.take(subjects.CERT_INSTALLED, 1)
+        await eventually(lambda: _located(nats_client, first["cert_id"]))
+        for f in store.iterdir():
+            f.unlink()
+
+        stores = await _rpc(nats_client, "stores.list", {"machine": "finn-pc"})
+        (pem,) = stores["items"]
+        await _rpc(nats_client, "stores.inventory", {"id": pem["id"]})
+        (drift,) = await reader.take(subjects.CERT_DRIFT_DETECTED, 1)
+        assert (drift["kind"], drift["cert_id"], drift["fixed"]) == (
+            "missing",
+            first["cert_id"],
+            True,
+        )
+
+        (second,) = await reader.take(subjects.CERT_INSTALLED, 1)
+        assert second["cert_id"] != first["cert_id"]
+        assert cert_and_key_match(store / "user-client-finn.crt", store / "user-client-finn.key")
+        (retired,) = await reader.take(subjects.CERT_REVOCATION_REQUESTED, 1)
+        assert retired["cert_ids"] == [first["cert_id"]]
+        history = await _rpc(nats_client, "certs.history", {"id": first["cert_id"]})
+        assert [h["subject"] for h in history["items"]][:2] == ["cert.issued", "cert.installed"]
+    finally:
+        issuer.cancel()
+        await pc.app.stop()
+        await inventory.app.stop()
+
+
+async def _rpc(nc: Any, op: str, payload: dict[str, Any]) -> Any:
+    reply = await nc.request(subjects.rpc("inventory", op), json.dumps(payload).encode(), timeout=5)
+    data = json.loads(reply.data)
+    assert data["ok"], data
+    return data["result"]
+
+
+async def _located(nc: Any, cert_id: str) -> bool:
+    return bool((await _rpc(nc, "certs.get", {"id": cert_id}))["locations"])
