@@ -16,6 +16,7 @@ from services.revocation.handlers import Handlers
 from services.revocation.models import TABLES
 from services.revocation.ocsp import Responder
 from services.revocation.public import PublicServer, make_public_app
+from services.revocation.reads import ReadView
 from services.revocation.settings import RevocationSettings
 from services.revocation.signers import SignerKeyring, keyring_passphrase
 from services.revocation.status import RevocationAuthority, SignerProvisioner
@@ -34,7 +35,7 @@ from shared.pki import parse_serial
 from shared.runtime import ServiceRuntime
 
 SERVICE = "revocation"
-QUERY_LIMIT = 100_000
+QUERY_PAGE = 10_000
 
 
 @dataclass
@@ -80,8 +81,9 @@ def wire(settings: RevocationSettings | None = None) -> RevocationService:
         IssuerSigners(runtime.broker, settings.rpc_timeout),
         timedelta(days=settings.ocsp_signer_renew_before_days),
     )
+    reads = ReadView(settings.db_url(), db)
     responder = Responder(
-        RevocationAuthority(db, keyring), timedelta(seconds=settings.ocsp_validity_seconds)
+        RevocationAuthority(reads, keyring), timedelta(seconds=settings.ocsp_validity_seconds)
     )
     provisioner = SignerProvisioner(db, keyring)
 
@@ -96,18 +98,26 @@ def wire(settings: RevocationSettings | None = None) -> RevocationService:
         provisioner.wake()
 
     async def resolve_query(query: str) -> list[str]:
-        found = await rpc_call(
-            runtime.broker,
-            "inventory",
-            "certs.list",
-            {"query": query, "limit": QUERY_LIMIT},
-            settings.rpc_timeout,
-        )
-        return [item["id"] for item in found.get("items", [])]
+        ids: list[str] = []
+        while True:
+            page = await rpc_call(
+                runtime.broker,
+                "inventory",
+                "certs.list",
+                {"query": query, "limit": QUERY_PAGE, "offset": len(ids)},
+                settings.rpc_timeout,
+            )
+            items = page.get("items", [])
+            ids.extend(item["id"] for item in items)
+            if not items or len(ids) >= int(page.get("total", 0)):
+                return ids
 
     crl_source = BucketCrlSource(settings.nats_url)
     handlers = Handlers(runtime, crl_source, status_changed, new_ca, resolve_query)
-    consume = runtime.consume
+
+    def consume(subject: str, handler: Any, **options: Any) -> None:
+        runtime.consume(subject, handler, ack_wait=settings.consumer_ack_wait_seconds, **options)
+
     consume(subjects.CERT_ISSUED, handlers.cert_issued)
     consume(subjects.CERT_INSTALLED, handlers.cert_installed)
     consume(subjects.CERT_REMOVED, handlers.cert_removed)
@@ -127,15 +137,17 @@ def wire(settings: RevocationSettings | None = None) -> RevocationService:
     RevocationApi(runtime, status_changed).register()
 
     public = PublicServer(
-        make_public_app(db, settings.crl_max_age_seconds, responder),
+        make_public_app(reads, settings.crl_max_age_seconds, responder),
         settings.public_host,
         settings.public_port,
     )
     runtime.on_startup(public.start)
     runtime.on_startup(provisioner.start)
-    runtime.on_shutdown(public.stop)
-    runtime.on_shutdown(provisioner.stop)
+    # Shutdown hooks run in reverse: stop answering HTTP first, close the readers last.
+    runtime.on_shutdown(reads.dispose)
     runtime.on_shutdown(crl_source.close)
+    runtime.on_shutdown(provisioner.stop)
+    runtime.on_shutdown(public.stop)
     return RevocationService(runtime, public, db, settings, responder, keyring, provisioner)
 
 

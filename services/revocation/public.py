@@ -12,7 +12,7 @@ from fastapi import FastAPI, Request, Response
 
 from services.revocation import crls
 from services.revocation.models import KnownCa, StoredCrl
-from shared.db import Database
+from services.revocation.reads import ReadView
 
 log = logging.getLogger("certbus.revocation.public")
 
@@ -25,7 +25,7 @@ class OcspAnswerer(Protocol):
     async def respond(self, request_der: bytes) -> tuple[bytes, dict[str, str]]: ...
 
 
-def make_public_app(db: Database, crl_max_age: int, ocsp: OcspAnswerer | None = None) -> FastAPI:
+def make_public_app(db: ReadView, crl_max_age: int, ocsp: OcspAnswerer | None = None) -> FastAPI:
     app = FastAPI(
         title="certbus revocation public endpoint", docs_url=None, redoc_url=None, openapi_url=None
     )

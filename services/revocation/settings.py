@@ -13,6 +13,8 @@ class RevocationSettings(CommonSettings):
     """How long an OCSP answer is valid (nextUpdate - thisUpdate)."""
     ocsp_signer_validity_days: int = 30
     ocsp_signer_renew_before_days: int = 7
+    consumer_ack_wait_seconds: float = 30.0
+    """How long a delivered event may stay unacknowledged before JetStream redelivers it."""
     ocsp_key_passphrase: str | None = None
     """Protects the OCSP signing keys at rest; generated into var_dir when unset."""
 

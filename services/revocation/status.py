@@ -11,6 +11,7 @@ from sqlmodel import select
 
 from services.revocation.models import KnownCa, KnownCertificate, Revocation
 from services.revocation.ocsp import CertificateStatus, Signer
+from services.revocation.reads import ReadView
 from services.revocation.signers import SignerKeyring
 from services.revocation.timeutil import as_utc
 from shared.db import Database
@@ -20,7 +21,7 @@ log = logging.getLogger("certbus.revocation.status")
 
 
 class RevocationAuthority:
-    def __init__(self, db: Database, keyring: SignerKeyring) -> None:
+    def __init__(self, db: ReadView, keyring: SignerKeyring) -> None:
         self._db = db
         self._keyring = keyring
 

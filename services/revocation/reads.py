@@ -1,0 +1,51 @@
+"""A pooled, read-only view of the service's database for the public endpoint.
+
+The shared ``Database`` opens SQLite write transactions with BEGIN IMMEDIATE, which would make
+every OCSP or CRL read queue behind the writers; WAL lets readers run beside them instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from shared.db import Database, normalise_url
+
+
+class ReadView:
+    def __init__(self, url: str, fallback: Database) -> None:
+        url = normalise_url(url)
+        self._own = url.startswith("sqlite")
+        if self._own:
+            self.engine = create_async_engine(
+                url, connect_args={"timeout": 30}, pool_size=8, max_overflow=8
+            )
+
+            @event.listens_for(self.engine.sync_engine, "connect")
+            def _connect(dbapi_connection, _record):  # type: ignore[no-untyped-def]
+                cursor = dbapi_connection.cursor()
+                cursor.execute("PRAGMA busy_timeout=30000")
+                cursor.execute("PRAGMA query_only=1")
+                cursor.close()
+
+            self._sessions = async_sessionmaker(
+                self.engine, class_=AsyncSession, expire_on_commit=False
+            )
+        self._fallback = fallback
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[AsyncSession]:
+        if not self._own:
+            async with self._fallback.session() as session:
+                yield session
+            return
+        async with self._sessions() as session:
+            yield session
+
+    async def dispose(self) -> None:
+        if self._own:
+            await self.engine.dispose()
