@@ -68,3 +68,23 @@ def approve(store_id: str, json_: bool = typer.Option(False, "--json")) -> None:
         store = Certbus().stores.approve(store_id)
     output.emit_json(store) if json_ else output.console.print(
         f"store [bold]{store_id}[/bold] is {store['status']}")
+
+
+@app.command()
+def enroll(
+    store_id: str,
+    template: str = typer.Option(..., "--template"),
+    subject: str = typer.Option(..., "--subject", help="e.g. CN=alice"),
+    san: list[str] = typer.Option([], "--san", help="email:x, dns:x, uri:x or ip:x; repeat"),
+    alias: str = typer.Option(None, "--alias"),
+    owner: str = typer.Option(None, "--owner"),
+    key_type: str = typer.Option("ec-p256", "--key-type"),
+    json_: bool = typer.Option(False, "--json"),
+) -> None:
+    """Issue a certificate into the store; the key is made on the machine and stays there."""
+    with output.api_errors():
+        sent = Certbus().stores.enroll(store_id, template, subject, sans=san, alias=alias,
+                                       owner=owner, key_type=key_type)
+    output.emit_json(sent) if json_ else output.console.print(
+        f"request [bold]{sent['request_id']}[/bold]: job {sent['job']['job_id']} "
+        f"({'sent' if sent['created'] else 'already sent'})")

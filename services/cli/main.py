@@ -18,6 +18,8 @@ COMMAND_MODULES = [
     "services.cli.commands_agents",
     "services.cli.commands_stores",
     "services.cli.commands_jobs",
+    "services.cli.commands_users",
+    "services.cli.commands_devices",
     "services.cli.commands_cas",
     "services.cli.commands_templates",
     "services.cli.commands_enroll",

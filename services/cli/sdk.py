@@ -239,8 +239,10 @@ class Identities(_Area):
 
 
 class Agents(_Area):
-    def list(self, *, status: str | None = None, state: str | None = None) -> list[dict[str, Any]]:
-        return self._c.request("GET", "/v1/agents", params=_params(status=status, state=state))["items"]
+    def list(self, *, status: str | None = None,
+             state: str | None = None) -> list[dict[str, Any]]:
+        params = _params(status=status, state=state)
+        return self._c.request("GET", "/v1/agents", params=params)["items"]
 
     def approve(self, machine: str) -> dict[str, Any]:
         return self._c.request("POST", f"/v1/agents/{machine}/approve")
@@ -248,14 +250,17 @@ class Agents(_Area):
     def reject(self, machine: str) -> dict[str, Any]:
         return self._c.request("POST", f"/v1/agents/{machine}/reject")
 
-    def discover(self, machine: str, paths: list[str], *, max_depth: int | None = None) -> dict[str, Any]:
+    def discover(self, machine: str, paths: list[str], *,
+                 max_depth: int | None = None) -> dict[str, Any]:
         body = _params(paths=paths, max_depth=max_depth)
         return self._c.request("POST", f"/v1/agents/{machine}/discover", json=body)
 
 
 class Stores(_Area):
-    def list(self, *, machine: str | None = None, status: str | None = None) -> list[dict[str, Any]]:
-        return self._c.request("GET", "/v1/stores", params=_params(machine=machine, status=status))["items"]
+    def list(self, *, machine: str | None = None,
+             status: str | None = None) -> list[dict[str, Any]]:
+        params = _params(machine=machine, status=status)
+        return self._c.request("GET", "/v1/stores", params=params)["items"]
 
     def add(self, machine: str, store_path: str, *, store_type: str = "pem") -> dict[str, Any]:
         body = {"machine": machine, "store_path": store_path, "store_type": store_type}
@@ -269,6 +274,14 @@ class Stores(_Area):
 
     def approve(self, store_id: str) -> dict[str, Any]:
         return self._c.request("POST", f"/v1/stores/{store_id}/approve")
+
+    def enroll(self, store_id: str, template: str, subject: str, *, sans: list[str] | None = None,
+               alias: str | None = None, owner: str | None = None, key_type: str = "ec-p256",
+               request_id: str | None = None) -> dict[str, Any]:
+        """Issue into the store with the key made on its machine: ``{"request_id", "job"}``."""
+        body = _params(template=template, subject=subject, sans=sans or [], alias=alias,
+                       owner=owner, key_type=key_type, request_id=request_id)
+        return self._c.request("POST", f"/v1/stores/{store_id}/enroll", json=body)
 
 
 class Jobs(_Area):

@@ -26,7 +26,7 @@ from services.inventory.tables import (
 from services.inventory.timeutil import iso
 from shared.bus import RpcError
 from shared.clock import utcnow
-from shared.events import Event, JobKind, StoreTarget, new_id
+from shared.events import Event, JobKind, StoreTarget, derived_id, new_id
 from shared.runtime import ServiceRuntime
 
 STORE_TYPES = ("pem", "pkcs12", "jks")
@@ -191,7 +191,8 @@ class AdminApi:
                     409,
                 )
             cause = Event(actor=str(req.get("actor") or "api"))
-            job = await jobs.send(uow.session, cause, job_id=new_id(), **fields)
+            fields.setdefault("job_id", new_id())
+            job = await jobs.send(uow.session, cause, **fields)
             assert job is not None
             uow.emit(job)
             row = await uow.session.get(Job, job.job_id)
@@ -263,6 +264,44 @@ class AdminApi:
         )
         return await self._send(req, machine=row.machine, kind=JobKind.INVENTORY, target=target)
 
+    async def stores_enroll(self, req: dict[str, Any]) -> dict[str, Any]:
+        """Have the store's agent make a key, send a CSR and install the certificate.
+
+        The private key never leaves the machine. The request id defaults to one derived from
+        the store, alias, template and subject, so running the same script twice issues once.
+        """
+        row = await self._store(_required(req, "id"))
+        template, subject = _required(req, "template"), _required(req, "subject")
+        alias = str(req.get("alias") or template)
+        owner = str(req.get("owner") or "")
+        request_id = str(req.get("request_id") or derived_id(
+            "enroll", row.id, alias, template, subject))  # fmt: skip
+        target = StoreTarget(
+            machine=row.machine,
+            store_type=row.store_type,  # type: ignore[arg-type]
+            store_path=row.store_path,
+            alias=alias,
+        )
+        async with self.db.session() as s:
+            known = await s.get(ProvisioningRequest, request_id)
+        if known is None:
+            async with self.rt.unit_of_work() as uow:
+                uow.session.add(ProvisioningRequest(
+                    request_id=request_id, user=owner, device=row.machine, template=template,
+                    rule="api", target=target.model_dump()))  # fmt: skip
+        job_id = derived_id("job", request_id, "reenroll")
+        async with self.db.session() as s:
+            existing = await s.get(Job, job_id)
+        if existing is not None:
+            return {"request_id": request_id, "job": jobs.to_json(existing), "created": False}
+        job = await self._send(
+            req, machine=row.machine, kind=JobKind.REENROLL, target=target, job_id=job_id,
+            request_id=request_id, template=template, subject_dn=subject,
+            sans=list(req.get("sans") or []), key_type=str(req.get("key_type") or "ec-p256"),
+            owner=owner or None,
+        )  # fmt: skip
+        return {"request_id": request_id, "job": job, "created": True}
+
     async def jobs_list(self, req: dict[str, Any]) -> dict[str, Any]:
         limit, offset = _page(req)
         async with self.db.session() as s:
@@ -329,6 +368,7 @@ class AdminApi:
             "stores.add": self.stores_add,
             "stores.approve": self.stores_approve,
             "stores.inventory": self.stores_inventory,
+            "stores.enroll": self.stores_enroll,
             "jobs.list": self.jobs_list,
             "jobs.get": self.jobs_get,
             "drift.list": self.drift_list,
