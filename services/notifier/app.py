@@ -71,7 +71,8 @@ def build(settings: NotifierSettings | None = None, clock: Clock | None = None) 
         lease_seconds=settings.notifier_lease_seconds,
         concurrency=settings.notifier_concurrency,
     )
-    for subject in routing.subjects(CATALOG) or SUBJECTS:
+    # cert.issued is always consumed: it tells later events' owner and template.
+    for subject in sorted({*routing.subjects(CATALOG), *SUBJECTS}):
         runtime.consume(subject, handlers.deliver, batch_size=50)
     runtime.rpc("deliveries.list", handlers.deliveries_list)
     runtime.rpc("subscriptions.list", handlers.subscriptions_list)

@@ -7,13 +7,15 @@ import logging
 from typing import Any
 
 from pydantic import BaseModel, Field
+from sqlmodel import col, select
 
 from services.notifier.channels import Channel, Notification, PermanentFailure, TransientFailure
 from services.notifier.deliveries import Claim, DeliveryLog, Status
 from services.notifier.subscriptions import Routing
+from services.notifier.tables import CertificateFacts
 from shared import logs
 from shared.clock import Clock
-from shared.events import Event, NotificationFailed, NotificationSent, derived_id
+from shared.events import CertIssued, Event, NotificationFailed, NotificationSent, derived_id
 from shared.runtime import ServiceRuntime
 
 log = logging.getLogger("certbus.notifier")
@@ -51,21 +53,44 @@ class NotifierHandlers:
     async def deliver(self, events: list[Event]) -> None:
         """Deliver each event once to every channel subscribed to it (webhooks, e-mail)."""
         unique = list({ev.event_id: ev for ev in events}.values())
+        facts = await self._certificate_facts(unique)
         work = []
         for ev in unique:
-            channels = self._routing.channels_for(ev.subject_name(), ev.model_dump(mode="json"))
+            view = _with_facts(ev.model_dump(mode="json"), facts)
+            channels = self._routing.channels_for(ev.subject_name(), view)
             if not channels:
-                log.info(
-                    "no channel wants %s %s [corr=%s]",
-                    ev.subject_name(),
-                    ev.event_id,
-                    ev.correlation_id,
-                )
+                log.info("no channel wants %s %s", ev.subject_name(), ev.event_id)
             work.extend(self._deliver(ev, channel) for channel in channels)
         outcomes = await asyncio.gather(*work, return_exceptions=True)
         pending = [o for o in outcomes if isinstance(o, BaseException)]
         if pending:
             raise DeliveryPending(f"{len(pending)} deliveries to retry: {pending[0]}")
+
+    async def _certificate_facts(self, events: list[Event]) -> dict[str, CertificateFacts]:
+        """Remember what issuance says of each certificate; look up the ones events name."""
+        async with self._rt.unit_of_work() as uow:
+            for ev in events:
+                if isinstance(ev, CertIssued) and not await uow.session.get(
+                    CertificateFacts, ev.cert_id
+                ):
+                    uow.session.add(
+                        CertificateFacts(
+                            cert_id=ev.cert_id,
+                            owner=ev.owner,
+                            template=ev.template,
+                            subject_dn=ev.subject_dn,
+                        )
+                    )
+            await uow.session.flush()
+            wanted = {str(ev.cert_id) for ev in events if getattr(ev, "cert_id", None)}
+            if not wanted:
+                return {}
+            rows = (
+                await uow.session.exec(
+                    select(CertificateFacts).where(col(CertificateFacts.cert_id).in_(wanted))
+                )
+            ).all()
+        return {row.cert_id: row for row in rows}
 
     async def _deliver(self, ev: Event, channel: Channel) -> None:
         token = logs.correlation_id.set(ev.correlation_id)
@@ -166,3 +191,12 @@ class NotifierHandlers:
     async def subscriptions_list(self, _request: dict[str, Any]) -> dict[str, Any]:
         """Which subjects go to which channel, with their owner and template filters."""
         return {"items": self._routing.describe()}
+
+
+def _with_facts(view: dict[str, Any], facts: dict[str, CertificateFacts]) -> dict[str, Any]:
+    known = facts.get(view.get("cert_id") or "")
+    if known is not None:
+        for name in ("owner", "template", "subject_dn"):
+            if view.get(name) is None:
+                view[name] = getattr(known, name)
+    return view

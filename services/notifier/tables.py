@@ -31,4 +31,16 @@ class Delivery(SQLModel, table=True):
     sent_at: datetime | None = Field(default=None, sa_column=_utc())
 
 
-TABLES = [Delivery.__table__]  # type: ignore[attr-defined]
+class CertificateFacts(SQLModel, table=True):
+    """What ``cert.issued`` said of a certificate, so later events about it can be filtered
+    by owner and template even when they do not carry them (``cert.expiring``)."""
+
+    __tablename__ = "notifier_certificate"
+
+    cert_id: str = Field(primary_key=True)
+    owner: str | None = None
+    template: str | None = None
+    subject_dn: str | None = None
+
+
+TABLES = [Delivery.__table__, CertificateFacts.__table__]  # type: ignore[attr-defined]

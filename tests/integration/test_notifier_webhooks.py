@@ -244,7 +244,7 @@ async def test_subscriptions_send_each_channel_only_what_it_asked_for(
         f"  tls-team: {{type: webhook, url: '{tls.url}'}}\n"
         f"  alice: {{type: webhook, url: '{alice.url}'}}\n"
         "subscriptions:\n"
-        "  - {channel: tls-team, subjects: [cert.issued], templates: [tls-server]}\n"
+        "  - {channel: tls-team, subjects: [cert.issued, cert.revoked], templates: [tls-server]}\n"
         "  - {channel: alice, subjects: ['cert.*', 'user.>'], owners: [alice]}\n"
     )
     runtime = build(
@@ -258,25 +258,41 @@ async def test_subscriptions_send_each_channel_only_what_it_asked_for(
     try:
         server = issued_event("www.example.com", owner="bob", template="tls-server")
         hers = issued_event("alice.example.com", owner="alice", template="user-client")
+        await _publish(nats_client, server)
+        await _publish(nats_client, hers)
+        await _until(lambda: len(tls.accepted) >= 1 and len(alice.accepted) >= 1)
+        # Neither event carries the filtered field: the notifier knows it from cert.issued.
+        revoked = server.caused(
+            CertRevoked,
+            cert_id=server.cert_id,
+            serial=server.serial,
+            issuer_ca=server.issuer_ca,
+            reason=RevocationReason.SUPERSEDED,
+            comment="renewed",
+            revoked_at=server.not_before,
+        )
         expiring = hers.caused(
             CertExpiring, cert_id=hers.cert_id, not_after=hers.not_after, days_left=3
         )
         done = UserOffboardingCompleted(user="alice", found=1, revoked=1, removed=0)
-        for ev in (server, hers, expiring, done):
+        for ev in (revoked, expiring, done):
             await _publish(nats_client, ev)
-        await _until(lambda: len(tls.accepted) >= 1 and len(alice.accepted) >= 2)
-        await _drained(nats_client, [ev.subject_name() for ev in (server, expiring, done)])
+        await _until(lambda: len(tls.accepted) >= 2 and len(alice.accepted) >= 3)
+        await _drained(nats_client, [ev.subject_name() for ev in (server, revoked, expiring, done)])
         described = await rpc_call(client, "notifier", "subscriptions.list", {})
     finally:
         await runtime.app.stop()
         tls.stop()
         alice.stop()
-    assert [r.headers["Idempotency-Key"] for r in tls.accepted] == [server.event_id]
+    assert [r.headers["Idempotency-Key"] for r in tls.accepted] == [
+        server.event_id,
+        revoked.event_id,
+    ]
     assert sorted(r.headers["X-Certbus-Subject"] for r in alice.accepted) == [
+        "cert.expiring",
         "cert.issued",
         "user.offboarding.completed",
     ]
-    # cert.expiring carries no owner, so an owner filter cannot select it.
     assert [(s["channel"], s["channel_type"]) for s in described["items"]] == [
         ("tls-team", "webhook"),
         ("alice", "webhook"),
