@@ -84,3 +84,21 @@ def crl_urls(cert_path: Path) -> list[str]:
     cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
     cdp = cert.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
     return [n.value for dp in cdp for n in (dp.full_name or [])]
+
+
+def count_subject(nats_url: str, subject: str) -> int:
+    """How many messages the stream holds on ``subject`` (cheap: no consumer)."""
+
+    async def run() -> int:
+        import nats
+
+        from shared.subjects import stream_for
+
+        nc = await nats.connect(nats_url)
+        try:
+            info = await nc.jetstream().stream_info(stream_for(subject), subjects_filter=subject)
+            return sum((info.state.subjects or {}).values())
+        finally:
+            await nc.close()
+
+    return asyncio.run(run())
