@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+import uuid
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -99,8 +100,11 @@ class BusReader:
 
     async def take(self, subject: str, n: int, within: float = 15.0) -> list[dict[str, Any]]:
         if subject not in self._subs:
+            # Durable, so the reader survives long pauses (an ephemeral consumer is reaped).
             self._subs[subject] = await self.js.pull_subscribe(
-                subject, durable=None, stream=subjects.stream_for(subject)
+                subject,
+                durable=f"reader-{uuid.uuid4().hex[:12]}",
+                stream=subjects.stream_for(subject),
             )
         sub = self._subs[subject]
         out: list[dict[str, Any]] = []

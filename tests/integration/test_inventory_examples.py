@@ -76,7 +76,7 @@ async def stack(nats_url: str, nats_client: Any, tmp_path: Path) -> AsyncIterato
         await a.app.start()
     issuer = asyncio.create_task(stand_in_issuer(nats_client, TestCA()))
     serving = asyncio.create_task(server.serve())
-    while not server.started:
+    while not server.started:  # noqa: ASYNC110 - uvicorn offers no event to wait on
         await asyncio.sleep(0.05)
     yield {"url": f"http://127.0.0.1:{port}", "revocations": revocations, "root": tmp_path}
     server.should_exit = True
@@ -88,9 +88,15 @@ async def stack(nats_url: str, nats_client: Any, tmp_path: Path) -> AsyncIterato
 
 
 async def run(stack: dict[str, Any], script: str, *args: str) -> str:
-    env = {**os.environ, "CERTBUS_URL": stack["url"], "PYTHONPATH": str(REPO)}
+    env = {
+        **os.environ,
+        "CERTBUS_URL": stack["url"],
+        "PYTHONPATH": str(REPO),
+        "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
+    }
+    runner = [sys.executable] if script.endswith(".py") else ["sh"]
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, str(EXAMPLES / script), *args, env=env,
+        *runner, str(EXAMPLES / script), *args, env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)  # fmt: skip
     out, err = await proc.communicate()
     assert proc.returncode == 0, err.decode()
@@ -137,3 +143,27 @@ async def test_the_scripts_issue_to_every_users_machines_then_find_and_revoke_it
     assert len(bulk["cert_ids"]) == 6  # a policy certificate and a script one per machine
     assert (bulk["reason"], bulk["comment"]) == ("5", "left the division")
     assert "revoked: {'revoked': 6}" in listing
+
+
+async def test_the_shell_scripts_do_the_same_with_the_cli(
+    stack: dict[str, Any], nats_client: Any, tmp_path: Path
+) -> None:
+    reader = BusReader(nats_client)
+    await publish(
+        nats_client, UserOnboarded(user="jon", email="jon@example.com", devices=["jon-pc"])
+    )
+    assert len(await reader.take(subjects.CERT_INSTALLED, 1)) == 1
+    users = tmp_path / "users.txt"
+    users.write_text("jon\n")
+
+    await run(
+        stack, "issue_to_users_machines.sh", str(users), "source-control", "java/scm.jks", "jks"
+    )
+    (installed,) = await reader.take(subjects.CERT_INSTALLED, 1)
+    assert installed["target"]["store_type"] == "jks"
+    assert (tmp_path / "jon-pc" / "java" / "scm.jks").is_file()
+
+    listing = await run(stack, "revoke_users_certificates.sh", str(users), "left", "5", "--dry-run")
+    assert len([line for line in listing.splitlines() if "CN=jon" in line]) == 2
+    (bulk,) = stack["revocations"]
+    assert bulk["dry_run"] is True and len(bulk["cert_ids"]) == 2
