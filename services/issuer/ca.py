@@ -51,6 +51,7 @@ class CertificateAuthority:
     created: bool = False
     backend: str = "file"
     children: list[str] = field(default_factory=list)
+    _cache: dict[str, object] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def is_root(self) -> bool:
@@ -69,10 +70,16 @@ class CertificateAuthority:
         return out
 
     def chain_pem(self) -> list[str]:
-        return [pem(c) for c in self.chain()]
+        if "chain_pem" not in self._cache:
+            self._cache["chain_pem"] = [pem(c) for c in self.chain()]
+        return list(self._cache["chain_pem"])
 
     def ski(self) -> x509.SubjectKeyIdentifier:
-        return self.certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+        if "ski" not in self._cache:
+            self._cache["ski"] = self.certificate.extensions.get_extension_for_class(
+                x509.SubjectKeyIdentifier
+            ).value
+        return self._cache["ski"]  # type: ignore[no-any-return]
 
 
 class CaRegistry:

@@ -110,19 +110,22 @@ class IssuerHandlers:
         serials = await records.fresh_serials(
             uow.session, [(leaf.ca.name, x509.random_serial_number()) for _, leaf in accepted]
         )
+        rows, out = [], []
         for (w, leaf), serial in zip(accepted, serials, strict=True):
             cert = self.issuer.sign(leaf, serial)
             fields = {**issued_fields(cert, leaf, w.enrollment), "renewal_of": w.renewal_of}
-            uow.session.add(records.issued_row(fields))
+            rows.append(fields)
             issued = w.source.caused(
                 CertIssued, event_id=issued_event_id(w.enrollment.request_id), **w.extra, **fields
             )
-            uow.emit(issued)
+            out.append(issued)
             if w.renewal_of:
-                uow.emit(issued.caused(
+                out.append(issued.caused(
                     CertRenewed, event_id=derived_id("cert.renewed", w.enrollment.request_id),
                     old_cert_id=w.renewal_of, new_cert_id=fields["cert_id"],
                 ))
+        await records.add_issued(uow.session, rows)
+        await records.emit_bulk(uow, out)
 
     async def cert_requested_invalid(self, data: bytes, subject: str, reason: str) -> None:
         """A request that is not a valid event is rejected when it names its request id."""

@@ -24,7 +24,7 @@ from services.issuer.csr import (
 )
 from services.issuer.errors import Rejection
 from services.issuer.templates import KeyGeneration, Template, TemplateCatalog
-from services.issuer.x509build import LeafRequest, build_leaf
+from services.issuer.x509build import LeafRequest, build_leaf, ca_extensions
 from shared.clock import Clock, SystemClock
 from shared.events import derived_id
 from shared.pki import (
@@ -70,6 +70,7 @@ class Issuer:
         self.base_url = public_base_url
         self.clock = clock or SystemClock()
         self.delta_crls = delta_crls
+        self._static: dict[str, list[x509.Extension[x509.ExtensionType]]] = {}
 
     def prepare(
         self,
@@ -117,7 +118,10 @@ class Issuer:
         return LeafRequest(template, self.cas.get(ca_name), subject, tuple(sans), public_key, key_type)
 
     def sign(self, leaf: LeafRequest, serial: int) -> x509.Certificate:
-        return build_leaf(leaf, serial, self.base_url, self.clock.now(), delta_crl=self.delta_crls)
+        static = self._static.get(leaf.ca.name)
+        if static is None:
+            static = self._static[leaf.ca.name] = ca_extensions(leaf.ca, self.base_url, self.delta_crls)
+        return build_leaf(leaf, serial, self.base_url, self.clock.now(), static=static)
 
 
 def cert_id_for(request_id: str) -> str:

@@ -7,12 +7,13 @@ from collections.abc import Iterable
 from typing import Any
 
 from cryptography import x509
-from sqlalchemy import func, or_
+from sqlalchemy import func, insert, or_
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.issuer.tables import CrlState, IssuedCertificate, RevokedSerial
-from shared.events import CertReleased, CertRevoked
+from shared.events import CertReleased, CertRevoked, Event
+from shared.outbox import OutboxMessage
 from shared.pki import RevocationReason, parse_serial, render_serial
 
 
@@ -64,18 +65,41 @@ async def fresh_serials(session: AsyncSession, wanted: list[tuple[str, int]]) ->
             return serials
 
 
+def issued_values(fields: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "cert_id": fields["cert_id"],
+        "request_id": fields["request_id"],
+        "ca": fields["issuer_ca"],
+        "serial": fields["serial"],
+        "template": fields["template"],
+        "owner": fields.get("owner"),
+        "thumbprint_sha256": fields["thumbprint_sha256"],
+        "not_after": fields["not_after"],
+        "issued": json.dumps(fields, default=str),
+    }
+
+
 def issued_row(fields: dict[str, Any]) -> IssuedCertificate:
-    return IssuedCertificate(
-        cert_id=fields["cert_id"],
-        request_id=fields["request_id"],
-        ca=fields["issuer_ca"],
-        serial=fields["serial"],
-        template=fields["template"],
-        owner=fields.get("owner"),
-        thumbprint_sha256=fields["thumbprint_sha256"],
-        not_after=fields["not_after"],
-        issued=json.dumps(fields, default=str),
+    return IssuedCertificate(**issued_values(fields))
+
+
+async def add_issued(session: AsyncSession, many: list[dict[str, Any]]) -> None:
+    """Insert issued certificates in one statement (the ORM's per-object work is the bottleneck)."""
+    if many:
+        conn = await session.connection()
+        await conn.execute(insert(IssuedCertificate.__table__), [issued_values(f) for f in many])  # type: ignore[attr-defined]
+
+
+async def emit_bulk(uow: Any, events: list[Event]) -> None:
+    """Stage events in the outbox in one statement; the same rows ``uow.emit`` would add."""
+    if not events:
+        return
+    conn = await uow.session.connection()
+    await conn.execute(
+        insert(OutboxMessage.__table__),  # type: ignore[attr-defined]
+        [{"event_id": e.event_id, "subject": e.subject_name(), "payload": e.model_dump_json()} for e in events],
     )
+    uow.staged += len(events)
 
 
 async def _state(session: AsyncSession, ca: str) -> CrlState:

@@ -51,60 +51,68 @@ def validity(ca: CertificateAuthority, days: int, now: datetime) -> tuple[dateti
     return not_before, not_after
 
 
+def ca_extensions(ca: CertificateAuthority, base_url: str, delta_crl: bool) -> list[x509.Extension]:
+    """The extensions every certificate of ``ca`` carries: AKI, CRL DP, AIA, freshest CRL."""
+    aia = x509.AuthorityInformationAccess(
+        [
+            x509.AccessDescription(
+                x509.AuthorityInformationAccessOID.OCSP,
+                x509.UniformResourceIdentifier(urls.ocsp_url(base_url)),
+            ),
+            x509.AccessDescription(
+                x509.AuthorityInformationAccessOID.CA_ISSUERS,
+                x509.UniformResourceIdentifier(urls.ca_issuers_url(base_url, ca.name)),
+            ),
+        ]
+    )
+    out = [
+        _ext(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca.ski())),
+        _ext(x509.CRLDistributionPoints([_point(urls.crl_url(base_url, ca.name))])),
+        _ext(aia),
+    ]
+    if delta_crl:
+        out.append(_ext(x509.FreshestCRL([_point(urls.delta_crl_url(base_url, ca.name))])))
+    return out
+
+
 def build_leaf(
-    req: LeafRequest, serial: int, base_url: str, now: datetime, *, delta_crl: bool = True
+    req: LeafRequest,
+    serial: int,
+    base_url: str,
+    now: datetime,
+    *,
+    delta_crl: bool = True,
+    static: list[x509.Extension] | None = None,
 ) -> x509.Certificate:
     ca, t = req.ca, req.template
     not_before, not_after = validity(ca, t.validity_days, now)
-    builder = (
-        x509.CertificateBuilder()
-        .issuer_name(ca.certificate.subject)
-        .subject_name(req.subject)
-        .public_key(req.public_key)
-        .serial_number(serial)
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(key_usage(t.key_usage), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(req.public_key), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca.ski()), critical=False
-        )
-        .add_extension(
-            x509.CRLDistributionPoints([_point(urls.crl_url(base_url, ca.name))]), critical=False
-        )
-        .add_extension(
-            x509.AuthorityInformationAccess(
-                [
-                    x509.AccessDescription(
-                        x509.AuthorityInformationAccessOID.OCSP,
-                        x509.UniformResourceIdentifier(urls.ocsp_url(base_url)),
-                    ),
-                    x509.AccessDescription(
-                        x509.AuthorityInformationAccessOID.CA_ISSUERS,
-                        x509.UniformResourceIdentifier(urls.ca_issuers_url(base_url, ca.name)),
-                    ),
-                ]
-            ),
-            critical=False,
-        )
-    )
+    extensions = [
+        _ext(x509.BasicConstraints(ca=False, path_length=None), critical=True),
+        _ext(key_usage(t.key_usage), critical=True),
+        _ext(x509.SubjectKeyIdentifier.from_public_key(req.public_key)),
+        *(static if static is not None else ca_extensions(ca, base_url, delta_crl)),
+    ]
     if t.extended_key_usage:
-        builder = builder.add_extension(
-            x509.ExtendedKeyUsage([EKU_OIDS[e] for e in t.extended_key_usage]), critical=False
-        )
+        extensions.append(_ext(x509.ExtendedKeyUsage([EKU_OIDS[e] for e in t.extended_key_usage])))
     if req.sans:
         # RFC 5280 4.2.1.6: critical when the subject is empty.
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName(list(req.sans)), critical=len(req.subject) == 0
-        )
-    if delta_crl:
-        builder = builder.add_extension(
-            x509.FreshestCRL([_point(urls.delta_crl_url(base_url, ca.name))]), critical=False
-        )
+        extensions.append(_ext(x509.SubjectAlternativeName(list(req.sans)), critical=len(req.subject) == 0))
     if t.ocsp_no_check:
-        builder = builder.add_extension(x509.OCSPNoCheck(), critical=False)
+        extensions.append(_ext(x509.OCSPNoCheck()))
+    builder = x509.CertificateBuilder(
+        issuer_name=ca.certificate.subject,
+        subject_name=req.subject,
+        public_key=req.public_key,
+        serial_number=serial,
+        not_valid_before=not_before,
+        not_valid_after=not_after,
+        extensions=extensions,
+    )
     return ca.signer.sign_certificate(builder)
+
+
+def _ext(value: x509.ExtensionType, critical: bool = False) -> x509.Extension:
+    return x509.Extension(value.oid, critical, value)
 
 
 def _point(url: str) -> x509.DistributionPoint:
