@@ -100,6 +100,7 @@ class System:
     def start_nats(self) -> None:
         if self.nats_url:
             return
+        (self.var_dir / "logs").mkdir(parents=True, exist_ok=True)
         self.nats = NatsServer(
             store_dir=self.var_dir / "nats",
             port=self.nats_port,
