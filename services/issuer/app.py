@@ -30,9 +30,18 @@ def build(settings: IssuerSettings | None = None) -> ServiceRuntime:
     settings = settings or IssuerSettings()
     db = Database(settings.issuer_db_url(), schema="issuer")
     rt = ServiceRuntime("issuer", settings, db=db, tables=TABLES)
+    hsm_session = None
+    hsm = None
+    if settings.pkcs11_cas:
+        from services.issuer.pkcs11signer import HsmConfig, HsmKeys, open_session
+
+        hsm_session = open_session(
+            HsmConfig(settings.pkcs11_module, settings.pkcs11_token or "certbus", settings.hsm_pin())
+        )
+        hsm = HsmKeys(hsm_session)
     cas = open_hierarchy(
         settings.key_dir(), settings.passphrase(), select_cas(settings.issuer_cas),
-        settings.public_base_url,
+        settings.public_base_url, hsm=hsm, hsm_cas=settings.pkcs11_cas,
     )
     templates = TemplateCatalog(settings.templates_path())
     issuer = Issuer(cas, templates, settings.public_base_url, delta_crls=settings.delta_crls)
@@ -71,6 +80,8 @@ def build(settings: IssuerSettings | None = None) -> ServiceRuntime:
             task.cancel()
         await crls.stop()
         await store.close()
+        if hsm_session is not None:
+            hsm_session.close()
 
     rt.on_startup(startup)
     rt.on_shutdown(shutdown)

@@ -10,6 +10,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Protocol
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
@@ -104,15 +105,52 @@ class CaRegistry:
         self._cas[ca.name] = ca
 
 
+class KeyStore(Protocol):
+    """Where CA keys live: encrypted files, or an HSM."""
+
+    backend: str
+
+    def exists(self, name: str) -> bool: ...
+
+    def create(self, name: str, key_type: str) -> Signer: ...
+
+    def load(self, name: str) -> Signer: ...
+
+
+class FileKeys:
+    backend = "file"
+
+    def __init__(self, key_dir: Path, passphrase: bytes) -> None:
+        self._dir = key_dir
+        self._passphrase = passphrase
+
+    def exists(self, name: str) -> bool:
+        return key_path(self._dir, name).exists()
+
+    def create(self, name: str, key_type: str) -> Signer:
+        key = generate_key(key_type)
+        save_encrypted_key(key_path(self._dir, name), key, self._passphrase)
+        return KeySigner(key)
+
+    def load(self, name: str) -> Signer:
+        return KeySigner(load_encrypted_key(key_path(self._dir, name), self._passphrase))
+
+
 def open_hierarchy(
     key_dir: Path,
     passphrase: bytes,
     specs: tuple[CaSpec, ...] | list[CaSpec],
     public_base_url: str,
     clock: Clock | None = None,
+    hsm: KeyStore | None = None,
+    hsm_cas: tuple[str, ...] | list[str] = (),
 ) -> CaRegistry:
-    """Load every CA in ``specs`` from ``key_dir``, creating the ones that do not exist yet."""
+    """Load every CA in ``specs`` from ``key_dir``, creating the ones that do not exist yet.
+
+    The keys of the CAs named in ``hsm_cas`` live in ``hsm``; the others in encrypted files.
+    """
     clock = clock or SystemClock()
+    files = FileKeys(key_dir, passphrase)
     key_dir.mkdir(parents=True, exist_ok=True)
     key_dir.chmod(0o700)
     registry = CaRegistry({})
@@ -121,7 +159,12 @@ def open_hierarchy(
         if spec.parent and spec.parent not in wanted:
             raise ValueError(f"CA {spec.name} names unknown parent {spec.parent}")
         parent = registry.get(spec.parent) if spec.parent else None
-        registry.add(_load_or_create(key_dir, passphrase, spec, parent, public_base_url, clock))
+        store: KeyStore = files
+        if spec.name in hsm_cas:
+            if hsm is None:
+                raise ValueError(f"CA {spec.name} keeps its key in an HSM, but none is configured")
+            store = hsm
+        registry.add(_load_or_create(key_dir, store, spec, parent, public_base_url, clock))
     for ca in registry.all():
         if ca.parent:
             ca.parent.children.append(ca.name)
@@ -159,24 +202,24 @@ def cert_path(key_dir: Path, name: str) -> Path:
 
 def _load_or_create(
     key_dir: Path,
-    passphrase: bytes,
+    store: KeyStore,
     spec: CaSpec,
     parent: CertificateAuthority | None,
     base_url: str,
     clock: Clock,
 ) -> CertificateAuthority:
-    kp, cp = key_path(key_dir, spec.name), cert_path(key_dir, spec.name)
+    cp = cert_path(key_dir, spec.name)
     if cp.exists():
         cert = x509.load_pem_x509_certificate(cp.read_bytes())
-        signer = KeySigner(load_encrypted_key(kp, passphrase))
-        return CertificateAuthority(spec.name, cert, signer, parent)
-    key = generate_key(spec.key_type)
-    save_encrypted_key(kp, key, passphrase)
-    signer = KeySigner(key)
+        signer = store.load(spec.name)
+        if signer.public_key() != cert.public_key():
+            raise ValueError(f"the {store.backend} key of CA {spec.name} does not match its certificate")
+        return CertificateAuthority(spec.name, cert, signer, parent, backend=store.backend)
+    signer = store.create(spec.name, spec.key_type)
     cert = build_ca_certificate(spec, signer, parent, base_url, clock.now())
     cp.write_bytes(pem(cert).encode())
-    log.info("created CA %s (%s)", spec.name, spec.key_type)
-    return CertificateAuthority(spec.name, cert, signer, parent, created=True)
+    log.info("created CA %s (%s, key in %s)", spec.name, spec.key_type, store.backend)
+    return CertificateAuthority(spec.name, cert, signer, parent, created=True, backend=store.backend)
 
 
 def ca_name(spec: CaSpec) -> x509.Name:

@@ -24,6 +24,13 @@ class IssuerSettings(CommonSettings):
     ocsp_signer_validity_days: int = 30
     issuance_batch_size: int = 500
     delta_crls: bool = True
+    pkcs11_module: str = "/usr/lib/softhsm/libsofthsm2.so"
+    pkcs11_token: str | None = None
+    pkcs11_pin: str | None = Field(default=None, repr=False)
+    pkcs11_pin_file: Path | None = None
+    pkcs11_cas: list[str] = Field(
+        default_factory=list, description="CAs whose keys live on the PKCS#11 token (EC or RSA)."
+    )
     issuer_cas: list[str] = Field(
         default_factory=list,
         description="Which CAs of the built-in hierarchy to hold (with their parents); empty: all.",
@@ -40,6 +47,13 @@ class IssuerSettings(CommonSettings):
         if path.is_absolute() or path.exists():
             return path
         return REPO_ROOT / path
+
+    def hsm_pin(self) -> str:
+        if self.pkcs11_pin:
+            return self.pkcs11_pin
+        if self.pkcs11_pin_file:
+            return self.pkcs11_pin_file.read_text().strip()
+        raise ValueError("CERTBUS_PKCS11_PIN or CERTBUS_PKCS11_PIN_FILE is required with CERTBUS_PKCS11_CAS")
 
     def passphrase(self) -> bytes:
         """The CA key passphrase: the environment, a secret file, or one generated on first start."""

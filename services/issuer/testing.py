@@ -75,3 +75,30 @@ def issuer_settings(tmp: Path, nats_url: str, database_url: str | None = None, *
     }
     values.update(overrides)
     return IssuerSettings(**values)
+
+
+SOFTHSM_MODULE = "/usr/lib/softhsm/libsofthsm2.so"
+
+
+def softhsm_token(tmp: Path, label: str = "certbus-test") -> Any:
+    """A fresh SoftHSM2 token in ``tmp`` (SOFTHSM2_CONF points at it for this process)."""
+    import os
+    import shutil
+    import subprocess
+
+    from services.issuer.pkcs11signer import HsmConfig
+
+    if not (Path(SOFTHSM_MODULE).exists() and shutil.which("softhsm2-util")):
+        raise FileNotFoundError("SoftHSM2 is not installed (Debian package softhsm2)")
+    tokens = tmp / "tokens"
+    tokens.mkdir(parents=True, exist_ok=True)
+    conf = tmp / "softhsm2.conf"
+    conf.write_text(f"directories.tokendir = {tokens}\nobjectstore.backend = file\nlog.level = ERROR\n")
+    os.environ["SOFTHSM2_CONF"] = str(conf)
+    pin = secrets.token_hex(8)
+    subprocess.run(
+        ["softhsm2-util", "--init-token", "--free", "--label", label, "--pin", pin,
+         "--so-pin", secrets.token_hex(8)],
+        check=True, capture_output=True,
+    )
+    return HsmConfig(SOFTHSM_MODULE, label, pin)
