@@ -14,6 +14,7 @@ from services.issuer.handlers import IssuerHandlers
 from services.issuer.issuance import Issuer
 from services.issuer.objstore import NatsObjectStore
 from services.issuer.rpc import IssuerRpc
+from services.issuer.pkcs11signer import HsmConfig, HsmKeys, open_session
 from services.issuer.settings import IssuerSettings
 from services.issuer.tables import TABLES, AnnouncedCa
 from services.issuer.templates import TemplateCatalog
@@ -33,8 +34,6 @@ def build(settings: IssuerSettings | None = None) -> ServiceRuntime:
     hsm_session = None
     hsm = None
     if settings.pkcs11_cas:
-        from services.issuer.pkcs11signer import HsmConfig, HsmKeys, open_session
-
         hsm_session = open_session(
             HsmConfig(settings.pkcs11_module, settings.pkcs11_token or "certbus", settings.hsm_pin())
         )

@@ -6,11 +6,12 @@ their certificates; a second start loads them instead of creating new ones.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
@@ -52,11 +53,12 @@ class CertificateAuthority:
     created: bool = False
     backend: str = "file"
     children: list[str] = field(default_factory=list)
+    external_chain: list[x509.Certificate] = field(default_factory=list)
     _cache: dict[str, object] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def is_root(self) -> bool:
-        return self.parent is None
+        return self.parent is None and not self.external_chain
 
     @property
     def key_type(self) -> str:
@@ -67,6 +69,7 @@ class CertificateAuthority:
         out, ca = [], self
         while ca is not None:
             out.append(ca.certificate)
+            out.extend(ca.external_chain)
             ca = ca.parent
         return out
 
@@ -155,7 +158,10 @@ def open_hierarchy(
     key_dir.chmod(0o700)
     registry = CaRegistry({})
     wanted = {s.name: s for s in specs}
+    imported = {e["name"] for e in imported_entries(key_dir)}
     for spec in _parents_first(specs):
+        if spec.name in imported:
+            continue
         if spec.parent and spec.parent not in wanted:
             raise ValueError(f"CA {spec.name} names unknown parent {spec.parent}")
         parent = registry.get(spec.parent) if spec.parent else None
@@ -165,6 +171,8 @@ def open_hierarchy(
                 raise ValueError(f"CA {spec.name} keeps its key in an HSM, but none is configured")
             store = hsm
         registry.add(_load_or_create(key_dir, store, spec, parent, public_base_url, clock))
+    for ca in load_imported(key_dir, files, hsm):
+        registry.add(ca)
     for ca in registry.all():
         if ca.parent:
             ca.parent.children.append(ca.name)
@@ -290,3 +298,26 @@ def build_ca_certificate(
     )
     builder = builder.issuer_name(issuer_name).not_valid_before(not_before).not_valid_after(not_after)
     return issuer_signer.sign_certificate(builder)
+
+
+MANIFEST = "imported.json"
+
+
+def imported_entries(key_dir: Path) -> list[dict[str, Any]]:
+    path = key_dir / MANIFEST
+    return json.loads(path.read_text()) if path.exists() else []  # type: ignore[no-any-return]
+
+
+def load_imported(key_dir: Path, files: FileKeys, hsm: KeyStore | None) -> list[CertificateAuthority]:
+    out = []
+    for entry in imported_entries(key_dir):
+        store = files if entry["backend"] == "file" else hsm
+        if store is None:
+            raise ValueError(f"imported CA {entry['name']} keeps its key in an HSM, but none is configured")
+        cert = x509.load_pem_x509_certificate(cert_path(key_dir, entry["name"]).read_bytes())
+        chain = [x509.load_pem_x509_certificate(c.encode()) for c in entry["chain_pem"]]
+        signer = store.load(entry["name"])
+        out.append(CertificateAuthority(entry["name"], cert, signer, None, backend=store.backend,
+                                        external_chain=chain))
+    return out
+

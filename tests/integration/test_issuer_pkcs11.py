@@ -10,12 +10,22 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from services.issuer.ca import open_hierarchy, select_cas
+from services.issuer.ca import (
+    CaSpec,
+    CertificateAuthority,
+    build_ca_certificate,
+    open_hierarchy,
+    select_cas,
+)
 from services.issuer.crl import CrlEntry, build_crl
+from services.issuer.importca import import_ca
 from services.issuer.issuance import Enrollment, Issuer
+from services.issuer import pkcs11signer
+from services.issuer.pkcs11signer import generate_hsm_key
 from services.issuer.settings import REPO_ROOT
 from services.issuer.templates import TemplateCatalog
-from services.issuer.testing import softhsm_token, user_csr
+from services.issuer.signer import KeySigner
+from services.issuer.testing import make_key, softhsm_token, user_csr
 from shared.pki import RevocationReason, pem
 
 pytestmark = pytest.mark.integration
@@ -23,7 +33,6 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def hsm(tmp_path_factory):
-    pkcs11signer = pytest.importorskip("services.issuer.pkcs11signer")
     try:
         config = softhsm_token(tmp_path_factory.mktemp("softhsm"))
     except FileNotFoundError as exc:
@@ -79,3 +88,21 @@ def test_a_second_start_finds_the_same_key_on_the_token(cas, hsm, key_dir: Path)
                            hsm=hsm, hsm_cas=["issuing-ec"])
     assert not again.get("issuing-ec").created
     assert again.get("issuing-ec").signer.public_key() == cas.get("issuing-ec").certificate.public_key()
+
+
+def test_a_ca_whose_key_is_already_on_the_token_can_be_imported(hsm, tmp_path: Path) -> None:
+    generate_hsm_key(hsm._session, "partner-ca", "ec-p256")  # noqa: SLF001 - the token's owner made it
+    now = datetime.now(UTC)
+    root_signer = KeySigner(make_key("ec-p384"))
+    root = build_ca_certificate(CaSpec("partner-root", "ec-p384", 3650), root_signer, None, "http://x", now)
+    parent = CertificateAuthority("partner-root", root, root_signer)
+    ca_cert = build_ca_certificate(CaSpec("partner-ca", "ec-p256", 900, "partner-root"), hsm.load("partner-ca"),
+                                   parent, "http://x", now)
+    import_ca(tmp_path, b"pw", "partner-ca", pem(ca_cert).encode(), pem(root).encode(), hsm=hsm)
+    cas = open_hierarchy(tmp_path, b"pw", select_cas(["issuing-ec"]), "http://pki.test", hsm=hsm)
+    partner = cas.get("partner-ca")
+    assert partner.backend == "pkcs11" and partner.chain() == [ca_cert, root]
+    issuer = Issuer(cas, TemplateCatalog(REPO_ROOT / "infra/templates.yaml"), "http://pki.test")
+    cert = issuer.sign(issuer.prepare(Enrollment("r", "user-client", user_csr("zoe"), owner="zoe",
+                                                 ca="partner-ca")), x509.random_serial_number())
+    cert.verify_directly_issued_by(ca_cert)
