@@ -9,6 +9,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from services.agent import keys
+from services.agent.app import post_install
 from services.agent.worker import Worker
 from shared import pki
 from shared.events import AgentJob, JobKind, StoreTarget, derived_id
@@ -139,3 +140,17 @@ def test_a_store_path_outside_the_root_is_refused(tmp_path: Path) -> None:
     job.target = StoreTarget(machine="m1", store_path="../../etc", alias="passwd")
     (failed,) = Worker("m1", tmp_path).run(job)
     assert failed.code == "path_outside_root"  # type: ignore[attr-defined]
+
+
+def test_the_configured_command_runs_after_an_install_with_the_store_in_its_environment(
+    tmp_path: Path,
+) -> None:
+    marker = tmp_path / "reloaded"
+    hook = post_install(f'echo "$CERTBUS_ALIAS $CERTBUS_SERIAL" > {marker}', timeout=10)
+    worker, ca = Worker("m1", tmp_path / "root", after_install=hook), TestCA()
+    cert = enroll(worker, ca, reenroll_job())
+    worker.run(add_job(cert, ca))
+    assert marker.read_text().split() == [
+        "user-client-alice",
+        pki.render_serial(cert.serial_number),
+    ]
