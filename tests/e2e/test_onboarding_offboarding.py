@@ -91,12 +91,17 @@ def test_onboarding_installs_verified_certificates_and_offboarding_revokes_and_r
             assert sans.get_values_for_type(x509.RFC822Name) == [f"{user}@example.com"]
             serials[f"{user}@{machine}"] = format(cert.serial_number, "x")
 
-    listed = httpx.get(f"{gw}/v1/certificates", params={"owner": "alice"}, timeout=10).json()
-    assert sorted(c["serial"] for c in listed["items"]) == sorted(
+    def alices_certificates() -> list[dict] | None:
+        items = httpx.get(f"{gw}/v1/certificates", params={"owner": "alice"}, timeout=10).json()
+        return items["items"] if all(c["locations"] for c in items["items"]) else None
+
+    listed = wait_until(alices_certificates, 30, "inventory to record every location")
+    assert sorted(c["serial"] for c in listed) == sorted(
         serials[f"alice@{m}"] for m in USERS["alice"])
-    one = httpx.get(f"{gw}/v1/certificates/{listed['items'][0]['serial']}", timeout=10).json()
-    assert {loc["machine"] for loc in one["locations"]} <= set(USERS["alice"])
-    assert one["locations"], "inventory records where the certificate is installed"
+    one = httpx.get(f"{gw}/v1/certificates/{listed[0]['serial']}", timeout=10).json()
+    assert one["id"] == listed[0]["id"]
+    assert one["thumbprint_sha256"] and one["thumbprint_sha1"] and one["status"] == "active"
+    assert [loc["machine"] for loc in one["locations"]] in [[m] for m in USERS["alice"]]
 
     cdp = crl_urls(store_files(system.agents[USERS["alice"][0]], "alice")["cert"])
     assert cdp and cdp[0].startswith(system.public_url)
