@@ -152,8 +152,18 @@ class System:
         self.processes[name].stop()
         self.processes[name].start()
 
-    def stop(self) -> None:
-        for proc in reversed(list(self.processes.values())):
-            proc.stop()
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM every process at once, wait for them, then stop nats-server."""
+        running = [p for p in self.processes.values() if p.running]
+        for proc in running:
+            assert proc.popen
+            proc.popen.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for proc in running:
+            assert proc.popen
+            try:
+                proc.popen.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
         if self.nats:
             self.nats.stop()
