@@ -30,15 +30,20 @@ USERS = {
 TEMPLATE = "user-client"
 
 
-@pytest.fixture
-def system(tmp_path: Path, nats_url: str):
+@pytest.fixture(params=["sqlite", "postgres"])
+def system(request: pytest.FixtureRequest, tmp_path: Path, nats_url: str):
     agents = {m: tmp_path / "machines" / m for devices in USERS.values() for m in devices}
+    env = {}
+    if request.param == "postgres":
+        # Every service in one PostgreSQL database, each in a schema of its own.
+        env["CERTBUS_DATABASE_URL"] = request.getfixturevalue("postgres_url")
     sys_ = System(
         var_dir=tmp_path / "var",
         nats_url=nats_url,
         gateway_port=free_port(),
         public_port=free_port(),
         agents=agents,
+        extra_env=env,
     )
     sys_.start(wait=120)
     yield sys_
