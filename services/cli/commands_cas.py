@@ -10,8 +10,15 @@ from services.cli.sdk import Certbus
 NAME = "cas"
 app = typer.Typer(no_args_is_help=True, help="Certificate authorities and their chains.")
 
-COLUMNS = [("name", "name"), ("kind", "kind"), ("key_type", "key"), ("parent", "parent"),
-           ("subject_dn", "subject"), ("not_after", "not after"), ("backend", "backend")]
+COLUMNS = [
+    ("name", "name"),
+    ("kind", "kind"),
+    ("key_type", "key"),
+    ("parent", "parent"),
+    ("subject_dn", "subject"),
+    ("not_after", "not after"),
+    ("backend", "backend"),
+]
 
 
 @app.command("list")

@@ -15,8 +15,16 @@ app = typer.Typer(no_args_is_help=True, help="Enroll certificates: CSR, server-m
 
 
 def _summary(cert: dict[str, Any], wrote: Path | None) -> None:
-    for key in ("id", "serial", "subject_dn", "issuer_ca", "template", "not_before", "not_after",
-                "thumbprint_sha256"):
+    for key in (
+        "id",
+        "serial",
+        "subject_dn",
+        "issuer_ca",
+        "template",
+        "not_before",
+        "not_after",
+        "thumbprint_sha256",
+    ):
         output.console.print(f"[bold]{key:>18}[/bold]  {cert.get(key)}")
     if wrote:
         output.console.print(f"{'written':>18}  {wrote}")
@@ -60,11 +68,14 @@ def pfx(
 ) -> None:
     """Have the server make the key and return it with the certificate as PKCS#12."""
     with output.api_errors():
-        cert = Certbus().enroll.pfx(template, subject, sans=san, password=password, owner=owner,
-                                    request_id=request_id)
+        cert = Certbus().enroll.pfx(
+            template, subject, sans=san, password=password, owner=owner, request_id=request_id
+        )
     blob = cert.pop("pkcs12_b64", None)
     if not blob:
-        output.fail("already_issued", cert.get("note") or "the certificate exists; its key is not kept")
+        output.fail(
+            "already_issued", cert.get("note") or "the certificate exists; its key is not kept"
+        )
     _write_private(out, base64.b64decode(blob))
     output.emit_json({**cert, "pkcs12_file": str(out)}) if json_ else _summary(cert, out)
 
@@ -74,7 +85,9 @@ def renew(
     cert_id: str = typer.Argument(..., help="Certificate id, serial or SHA-256 thumbprint"),
     template: str = typer.Option(None, "--template", "-t", help="Renew under another template"),
     ca: str = typer.Option(None, "--ca", help="Renew under another CA"),
-    csr_file: Path = typer.Option(None, "--csr", exists=True, dir_okay=False, help="The new key's CSR"),
+    csr_file: Path = typer.Option(
+        None, "--csr", exists=True, dir_okay=False, help="The new key's CSR"
+    ),
     password: str = typer.Option(None, "--password", help="Without --csr: a server-made PKCS#12"),
     out: Path = typer.Option(None, "--out"),
     json_: bool = typer.Option(False, "--json"),
@@ -85,7 +98,9 @@ def renew(
         data = csr_file.read_bytes()
         csr_text = data.decode() if b"-----BEGIN" in data else base64.b64encode(data).decode()
     with output.api_errors():
-        cert = Certbus().enroll.renew(cert_id, template=template, ca=ca, csr=csr_text, password=password)
+        cert = Certbus().enroll.renew(
+            cert_id, template=template, ca=ca, csr=csr_text, password=password
+        )
     blob = cert.pop("pkcs12_b64", None)
     if out and blob:
         _write_private(out, base64.b64decode(blob))

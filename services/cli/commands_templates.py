@@ -8,9 +8,14 @@ from services.cli.sdk import Certbus
 NAME = "templates"
 app = typer.Typer(no_args_is_help=True, help="Certificate templates and their rules.")
 
-COLUMNS = [("name", "name"), ("ca", "CA"), ("validity_days", "days"),
-           ("key_generation", "key made on"), ("extended_key_usage", "EKU"),
-           ("description", "description")]
+COLUMNS = [
+    ("name", "name"),
+    ("ca", "CA"),
+    ("validity_days", "days"),
+    ("key_generation", "key made on"),
+    ("extended_key_usage", "EKU"),
+    ("description", "description"),
+]
 
 
 @app.command("list")
@@ -21,5 +26,7 @@ def list_(json_: bool = typer.Option(False, "--json", help="JSON output")) -> No
     if json_:
         output.emit_json(items)
         return
-    rows = [{**t, "extended_key_usage": ", ".join(t.get("extended_key_usage") or [])} for t in items]
+    rows = [
+        {**t, "extended_key_usage": ", ".join(t.get("extended_key_usage") or [])} for t in items
+    ]
     output.table(rows, COLUMNS)

@@ -25,23 +25,42 @@ def _main() -> None:
 def import_ca_command(
     name: str = typer.Option(..., "--name", help="The name the CA will have in certbus"),
     cert: Path = typer.Option(..., "--cert", exists=True, help="The CA certificate (PEM)"),
-    chain: Path = typer.Option(None, "--chain", exists=True, help="Its issuers up to the root (PEM)"),
-    key: Path = typer.Option(None, "--key", exists=True, help="Its private key (PEM, PKCS#8 or legacy)"),
+    chain: Path = typer.Option(
+        None, "--chain", exists=True, help="Its issuers up to the root (PEM)"
+    ),
+    key: Path = typer.Option(
+        None, "--key", exists=True, help="Its private key (PEM, PKCS#8 or legacy)"
+    ),
     key_password_file: Path = typer.Option(None, "--key-password-file", exists=True),
-    pkcs11: bool = typer.Option(False, "--pkcs11", help="The key is on the configured token, labelled NAME"),
+    pkcs11: bool = typer.Option(
+        False, "--pkcs11", help="The key is on the configured token, labelled NAME"
+    ),
 ) -> None:
     """Import an existing CA: certificate + key file, or certificate + PKCS#11 key."""
     settings = IssuerSettings()
     hsm = None
     if pkcs11:
-        hsm = HsmKeys(open_session(HsmConfig(settings.pkcs11_module, settings.pkcs11_token or "certbus",
-                                             settings.hsm_pin())))
+        hsm = HsmKeys(
+            open_session(
+                HsmConfig(
+                    settings.pkcs11_module, settings.pkcs11_token or "certbus", settings.hsm_pin()
+                )
+            )
+        )
     elif key is None:
         raise typer.BadParameter("give --key FILE or --pkcs11")
     password = key_password_file.read_bytes().strip() if key_password_file else None
     try:
-        import_ca(settings.key_dir(), settings.passphrase(), name, cert.read_bytes(),
-                  chain.read_bytes() if chain else b"", key.read_bytes() if key else None, password, hsm)
+        import_ca(
+            settings.key_dir(),
+            settings.passphrase(),
+            name,
+            cert.read_bytes(),
+            chain.read_bytes() if chain else b"",
+            key.read_bytes() if key else None,
+            password,
+            hsm,
+        )
     except ValueError as exc:
         typer.echo(f"error import_refused: {exc}", err=True)
         raise typer.Exit(2) from exc

@@ -13,8 +13,8 @@ from services.issuer.crlpub import CrlPublisher, CrlTiming
 from services.issuer.handlers import IssuerHandlers
 from services.issuer.issuance import Issuer
 from services.issuer.objstore import NatsObjectStore
-from services.issuer.rpc import IssuerRpc
 from services.issuer.pkcs11signer import HsmConfig, HsmKeys, open_session
+from services.issuer.rpc import IssuerRpc
 from services.issuer.settings import IssuerSettings
 from services.issuer.tables import TABLES, AnnouncedCa
 from services.issuer.templates import TemplateCatalog
@@ -35,18 +35,27 @@ def build(settings: IssuerSettings | None = None) -> ServiceRuntime:
     hsm = None
     if settings.pkcs11_cas:
         hsm_session = open_session(
-            HsmConfig(settings.pkcs11_module, settings.pkcs11_token or "certbus", settings.hsm_pin())
+            HsmConfig(
+                settings.pkcs11_module, settings.pkcs11_token or "certbus", settings.hsm_pin()
+            )
         )
         hsm = HsmKeys(hsm_session)
     cas = open_hierarchy(
-        settings.key_dir(), settings.passphrase(), select_cas(settings.issuer_cas),
-        settings.public_base_url, hsm=hsm, hsm_cas=settings.pkcs11_cas,
+        settings.key_dir(),
+        settings.passphrase(),
+        select_cas(settings.issuer_cas),
+        settings.public_base_url,
+        hsm=hsm,
+        hsm_cas=settings.pkcs11_cas,
     )
     templates = TemplateCatalog(settings.templates_path())
     issuer = Issuer(cas, templates, settings.public_base_url, delta_crls=settings.delta_crls)
     store = NatsObjectStore(settings.nats_url)
     crls = CrlPublisher(
-        cas, rt.unit_of_work, store, settings.public_base_url,
+        cas,
+        rt.unit_of_work,
+        store,
+        settings.public_base_url,
         CrlTiming(
             validity=timedelta(hours=settings.crl_validity_hours),
             refresh=timedelta(hours=settings.crl_refresh_hours),
@@ -56,10 +65,18 @@ def build(settings: IssuerSettings | None = None) -> ServiceRuntime:
         deltas=settings.delta_crls,
     )
     handlers = IssuerHandlers(rt, issuer, crls)
-    rt.consume(subjects.CERT_REQUESTED, handlers.cert_requested,
-               on_invalid=handlers.cert_requested_invalid, batch_size=settings.issuance_batch_size)
-    rt.consume(subjects.CERT_RENEWAL_REQUESTED, handlers.renewal_requested,
-               on_invalid=handlers.cert_requested_invalid, batch_size=100)
+    rt.consume(
+        subjects.CERT_REQUESTED,
+        handlers.cert_requested,
+        on_invalid=handlers.cert_requested_invalid,
+        batch_size=settings.issuance_batch_size,
+    )
+    rt.consume(
+        subjects.CERT_RENEWAL_REQUESTED,
+        handlers.renewal_requested,
+        on_invalid=handlers.cert_requested_invalid,
+        batch_size=100,
+    )
     IssuerRpc(rt, issuer, settings.ocsp_signer_validity_days).register()
     rt.consume(subjects.CERT_REVOKED, handlers.cert_revoked, batch_size=1000)
     rt.consume(subjects.CERT_RELEASED, handlers.cert_released, batch_size=1000)
@@ -95,15 +112,25 @@ async def announce_cas(rt: ServiceRuntime, cas: CaRegistry) -> None:
             if ca.name in known:
                 continue
             fingerprint = thumbprint(ca.certificate)
-            uow.session.add(AnnouncedCa(
-                name=ca.name, parent=ca.parent.name if ca.parent else None, key_type=ca.key_type,
-                fingerprint_sha256=fingerprint, certificate_pem=pem(ca.certificate),
-            ))
-            uow.emit(CaCreated(
-                event_id=derived_id("ca.created", ca.name, fingerprint), ca=ca.name,
-                subject_dn=ca.certificate.subject.rfc4514_string(), key_type=ca.key_type,
-                certificate_pem=pem(ca.certificate), parent=ca.parent.name if ca.parent else None,
-            ))
+            uow.session.add(
+                AnnouncedCa(
+                    name=ca.name,
+                    parent=ca.parent.name if ca.parent else None,
+                    key_type=ca.key_type,
+                    fingerprint_sha256=fingerprint,
+                    certificate_pem=pem(ca.certificate),
+                )
+            )
+            uow.emit(
+                CaCreated(
+                    event_id=derived_id("ca.created", ca.name, fingerprint),
+                    ca=ca.name,
+                    subject_dn=ca.certificate.subject.rfc4514_string(),
+                    key_type=ca.key_type,
+                    certificate_pem=pem(ca.certificate),
+                    parent=ca.parent.name if ca.parent else None,
+                )
+            )
 
 
 async def _watch_templates(templates: TemplateCatalog, interval: float = 2.0) -> None:

@@ -54,7 +54,7 @@ class CertificateAuthority:
     backend: str = "file"
     children: list[str] = field(default_factory=list)
     external_chain: list[x509.Certificate] = field(default_factory=list)
-    _cache: dict[str, object] = field(default_factory=dict, repr=False, compare=False)
+    _cache: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def is_root(self) -> bool:
@@ -66,7 +66,8 @@ class CertificateAuthority:
 
     def chain(self) -> list[x509.Certificate]:
         """This CA's certificate, then its parents' up to the root."""
-        out, ca = [], self
+        out: list[x509.Certificate] = []
+        ca: CertificateAuthority | None = self
         while ca is not None:
             out.append(ca.certificate)
             out.extend(ca.external_chain)
@@ -221,13 +222,17 @@ def _load_or_create(
         cert = x509.load_pem_x509_certificate(cp.read_bytes())
         signer = store.load(spec.name)
         if signer.public_key() != cert.public_key():
-            raise ValueError(f"the {store.backend} key of CA {spec.name} does not match its certificate")
+            raise ValueError(
+                f"the {store.backend} key of CA {spec.name} does not match its certificate"
+            )
         return CertificateAuthority(spec.name, cert, signer, parent, backend=store.backend)
     signer = store.create(spec.name, spec.key_type)
     cert = build_ca_certificate(spec, signer, parent, base_url, clock.now())
     cp.write_bytes(pem(cert).encode())
     log.info("created CA %s (%s, key in %s)", spec.name, spec.key_type, store.backend)
-    return CertificateAuthority(spec.name, cert, signer, parent, created=True, backend=store.backend)
+    return CertificateAuthority(
+        spec.name, cert, signer, parent, created=True, backend=store.backend
+    )
 
 
 def ca_name(spec: CaSpec) -> x509.Name:
@@ -264,11 +269,19 @@ def build_ca_certificate(
             x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(parent.ski()),
             critical=False,
         )
-        builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        builder = builder.add_extension(
+            x509.BasicConstraints(ca=True, path_length=0), critical=True
+        )
         builder = builder.add_extension(
             x509.CRLDistributionPoints(
-                [x509.DistributionPoint([x509.UniformResourceIdentifier(
-                    urls.crl_url(base_url, parent.name))], None, None, None)]
+                [
+                    x509.DistributionPoint(
+                        [x509.UniformResourceIdentifier(urls.crl_url(base_url, parent.name))],
+                        None,
+                        None,
+                        None,
+                    )
+                ]
             ),
             critical=False,
         )
@@ -287,16 +300,26 @@ def build_ca_certificate(
         builder = builder.add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(public_key), critical=False
         )
-        builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        builder = builder.add_extension(
+            x509.BasicConstraints(ca=True, path_length=None), critical=True
+        )
     builder = builder.add_extension(
         x509.KeyUsage(
-            digital_signature=True, content_commitment=False, key_encipherment=False,
-            data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
-            encipher_only=False, decipher_only=False,
+            digital_signature=True,
+            content_commitment=False,
+            key_encipherment=False,
+            data_encipherment=False,
+            key_agreement=False,
+            key_cert_sign=True,
+            crl_sign=True,
+            encipher_only=False,
+            decipher_only=False,
         ),
         critical=True,
     )
-    builder = builder.issuer_name(issuer_name).not_valid_before(not_before).not_valid_after(not_after)
+    builder = (
+        builder.issuer_name(issuer_name).not_valid_before(not_before).not_valid_after(not_after)
+    )
     return issuer_signer.sign_certificate(builder)
 
 
@@ -308,16 +331,22 @@ def imported_entries(key_dir: Path) -> list[dict[str, Any]]:
     return json.loads(path.read_text()) if path.exists() else []  # type: ignore[no-any-return]
 
 
-def load_imported(key_dir: Path, files: FileKeys, hsm: KeyStore | None) -> list[CertificateAuthority]:
+def load_imported(
+    key_dir: Path, files: FileKeys, hsm: KeyStore | None
+) -> list[CertificateAuthority]:
     out = []
     for entry in imported_entries(key_dir):
         store = files if entry["backend"] == "file" else hsm
         if store is None:
-            raise ValueError(f"imported CA {entry['name']} keeps its key in an HSM, but none is configured")
+            raise ValueError(
+                f"imported CA {entry['name']} keeps its key in an HSM, but none is configured"
+            )
         cert = x509.load_pem_x509_certificate(cert_path(key_dir, entry["name"]).read_bytes())
         chain = [x509.load_pem_x509_certificate(c.encode()) for c in entry["chain_pem"]]
         signer = store.load(entry["name"])
-        out.append(CertificateAuthority(entry["name"], cert, signer, None, backend=store.backend,
-                                        external_chain=chain))
+        out.append(
+            CertificateAuthority(
+                entry["name"], cert, signer, None, backend=store.backend, external_chain=chain
+            )
+        )
     return out
-

@@ -63,7 +63,10 @@ def build_crl(
         )
     elif freshest:
         point = x509.DistributionPoint(
-            [x509.UniformResourceIdentifier(urls.delta_crl_url(base_url, ca.name))], None, None, None
+            [x509.UniformResourceIdentifier(urls.delta_crl_url(base_url, ca.name))],
+            None,
+            None,
+            None,
         )
         extensions.append(x509.Extension(x509.FreshestCRL.oid, False, x509.FreshestCRL([point])))
     builder = x509.CertificateRevocationListBuilder(

@@ -177,8 +177,15 @@ class CrlPublisher:
         events: list[CrlPublished] = []
         for number, delta, entries in items:
             crl = await asyncio.to_thread(
-                build_crl, ca, entries, number, this_update, next_update, self.base_url,
-                delta_of=snap.base_number if delta else None, freshest=self.deltas,
+                build_crl,
+                ca,
+                entries,
+                number,
+                this_update,
+                next_update,
+                self.base_url,
+                delta_of=snap.base_number if delta else None,
+                freshest=self.deltas,
             )
             der = crl.public_bytes(Encoding.DER)
             name = f"{snap.ca}/delta-{number}.crl" if delta else f"{snap.ca}/{number}.crl"
@@ -186,10 +193,15 @@ class CrlPublisher:
             events.append(
                 CrlPublished(
                     event_id=derived_id("crl.published", snap.ca, str(number)),
-                    ca=snap.ca, crl_number=number, delta=delta,
+                    ca=snap.ca,
+                    crl_number=number,
+                    delta=delta,
                     base_crl_number=snap.base_number if delta else None,
-                    this_update=this_update, next_update=next_update, entries=len(entries),
-                    object_name=name, sha256=hashlib.sha256(der).hexdigest(),
+                    this_update=this_update,
+                    next_update=next_update,
+                    entries=len(entries),
+                    object_name=name,
+                    sha256=hashlib.sha256(der).hexdigest(),
                 )
             )
         async with self._uow() as uow:
@@ -217,5 +229,3 @@ def _aware(value: datetime | None) -> datetime | None:
     if value is None:
         return None
     return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-

@@ -7,7 +7,6 @@ import binascii
 import re
 
 from cryptography import x509
-from cryptography.x509.oid import ExtensionOID
 
 from services.issuer import errors
 from services.issuer.errors import Rejection
@@ -39,7 +38,9 @@ def check_proof_of_possession(csr: x509.CertificateSigningRequest) -> None:
     try:
         valid = csr.is_signature_valid
     except Exception as exc:  # noqa: BLE001 - unsupported or broken key material
-        raise Rejection(errors.CSR_SIGNATURE_INVALID, f"the CSR signature cannot be checked: {exc}") from exc
+        raise Rejection(
+            errors.CSR_SIGNATURE_INVALID, f"the CSR signature cannot be checked: {exc}"
+        ) from exc
     if not valid:
         raise Rejection(
             errors.CSR_SIGNATURE_INVALID,
@@ -52,7 +53,9 @@ def refuse_ca_request(csr: x509.CertificateSigningRequest) -> None:
     try:
         extensions = csr.extensions
     except Exception as exc:  # noqa: BLE001
-        raise Rejection(errors.CSR_MALFORMED, f"the CSR's extensions cannot be parsed: {exc}") from exc
+        raise Rejection(
+            errors.CSR_MALFORMED, f"the CSR's extensions cannot be parsed: {exc}"
+        ) from exc
     for ext in extensions:
         value = ext.value
         if isinstance(value, x509.BasicConstraints) and value.ca:
@@ -69,7 +72,7 @@ def refuse_ca_request(csr: x509.CertificateSigningRequest) -> None:
 
 def requested_sans(csr: x509.CertificateSigningRequest) -> list[str]:
     try:
-        ext = csr.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME)
+        ext = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName)
     except x509.ExtensionNotFound:
         return []
     return [render_general_name(n) for n in ext.value]

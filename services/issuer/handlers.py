@@ -37,15 +37,22 @@ log = logging.getLogger("certbus.issuer.handlers")
 
 def enrollment_from(ev: CertRequested) -> Enrollment:
     return Enrollment(
-        request_id=ev.request_id, template=ev.template, csr=ev.csr_pem, subject_dn=ev.subject_dn,
-        sans=list(ev.sans), owner=ev.owner, device=ev.device, actor=ev.actor,
-        metadata=dict(ev.metadata), ca=ev.ca,
+        request_id=ev.request_id,
+        template=ev.template,
+        csr=ev.csr_pem,
+        subject_dn=ev.subject_dn,
+        sans=list(ev.sans),
+        owner=ev.owner,
+        device=ev.device,
+        actor=ev.actor,
+        metadata=dict(ev.metadata),
+        ca=ev.ca,
     )
 
 
 @dataclass
 class Work:
-    """One request of a batch: the event that asked, what it asks for, what to copy onto the answer."""
+    """One request of a batch: the asking event, the enrollment, what the answer copies."""
 
     source: Event
     enrollment: Enrollment
@@ -56,9 +63,14 @@ class Work:
 def rejected(work: Work, exc: Rejection) -> CertRejected:
     src = work.source
     return src.caused(
-        CertRejected, event_id=derived_id("cert.rejected", src.event_id),
-        request_id=work.enrollment.request_id, code=exc.code, message=exc.message,
-        owner=work.enrollment.owner, device=work.enrollment.device, job_id=work.extra.get("job_id"),
+        CertRejected,
+        event_id=derived_id("cert.rejected", src.event_id),
+        request_id=work.enrollment.request_id,
+        code=exc.code,
+        message=exc.message,
+        owner=work.enrollment.owner,
+        device=work.enrollment.device,
+        job_id=work.extra.get("job_id"),
     )
 
 
@@ -83,14 +95,28 @@ class IssuerHandlers:
             work: list[Work] = []
             for ev in events:
                 old = await records.get_issued(uow.session, ev.cert_id)
-                placeholder = Enrollment(request_id=ev.request_id, template=ev.template or "", owner=ev.owner)
+                placeholder = Enrollment(
+                    request_id=ev.request_id, template=ev.template or "", owner=ev.owner
+                )
                 if old is None:
-                    uow.emit(rejected(Work(ev, placeholder, {}), Rejection(
-                        errors.NOT_FOUND, f"no certificate {ev.cert_id!r} was issued here")))
+                    uow.emit(
+                        rejected(
+                            Work(ev, placeholder, {}),
+                            Rejection(
+                                errors.NOT_FOUND, f"no certificate {ev.cert_id!r} was issued here"
+                            ),
+                        )
+                    )
                     continue
                 previous = json.loads(old.issued)
-                req = renewal_enrollment(previous, request_id=ev.request_id, template=ev.template,
-                                         ca=ev.ca, csr=ev.csr_pem, actor=ev.actor)
+                req = renewal_enrollment(
+                    previous,
+                    request_id=ev.request_id,
+                    template=ev.template,
+                    ca=ev.ca,
+                    csr=ev.csr_pem,
+                    actor=ev.actor,
+                )
                 work.append(Work(ev, req, {}, previous["cert_id"]))
             await self._issue_all(uow, work)
 
@@ -103,14 +129,18 @@ class IssuerHandlers:
                 continue
             try:
                 if not w.enrollment.csr:
-                    raise Rejection(errors.CSR_REQUIRED, "a CSR is required: keys made on the server never travel on the bus")
+                    raise Rejection(
+                        errors.CSR_REQUIRED,
+                        "a CSR is required: keys made on the server never travel on the bus",
+                    )
                 accepted.append((w, self.issuer.prepare(w.enrollment)))
             except Rejection as exc:
                 uow.emit(rejected(w, exc))
         serials = await records.fresh_serials(
             uow.session, [(leaf.ca.name, x509.random_serial_number()) for _, leaf in accepted]
         )
-        rows, out = [], []
+        rows: list[dict[str, Any]] = []
+        out: list[Event] = []
         for (w, leaf), serial in zip(accepted, serials, strict=True):
             cert = self.issuer.sign(leaf, serial)
             fields = {**issued_fields(cert, leaf, w.enrollment), "renewal_of": w.renewal_of}
@@ -120,10 +150,14 @@ class IssuerHandlers:
             )
             out.append(issued)
             if w.renewal_of:
-                out.append(issued.caused(
-                    CertRenewed, event_id=derived_id("cert.renewed", w.enrollment.request_id),
-                    old_cert_id=w.renewal_of, new_cert_id=fields["cert_id"],
-                ))
+                out.append(
+                    issued.caused(
+                        CertRenewed,
+                        event_id=derived_id("cert.renewed", w.enrollment.request_id),
+                        old_cert_id=w.renewal_of,
+                        new_cert_id=fields["cert_id"],
+                    )
+                )
         await records.add_issued(uow.session, rows)
         await records.emit_bulk(uow, out)
 
@@ -138,10 +172,13 @@ class IssuerHandlers:
             log.error("dropping a malformed %s without a request id: %s", subject, reason)
             return
         ev = CertRejected(
-            event_id=derived_id("cert.rejected.malformed", request_id, data.decode(errors="replace")),
+            event_id=derived_id(
+                "cert.rejected.malformed", request_id, data.decode(errors="replace")
+            ),
             correlation_id=str(body.get("correlation_id") or "") or request_id,
             causation_id=body.get("event_id") if isinstance(body.get("event_id"), str) else None,
-            request_id=request_id, code=errors.MALFORMED_EVENT,
+            request_id=request_id,
+            code=errors.MALFORMED_EVENT,
             message=f"the {subject} event is not valid: {reason}",
         )
         async with self.rt.unit_of_work() as uow:

@@ -18,11 +18,14 @@ from services.issuer.ca import MANIFEST, KeyStore, cert_path, imported_entries, 
 from services.issuer.signer import save_encrypted_key
 from shared.pki import pem
 
+
 def check_ca_certificate(cert: x509.Certificate, chain: list[x509.Certificate]) -> None:
     bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
     ku = cert.extensions.get_extension_for_class(x509.KeyUsage).value
     if not bc.ca or not ku.key_cert_sign:
-        raise ValueError("not a CA certificate: basicConstraints CA:TRUE and keyCertSign are required")
+        raise ValueError(
+            "not a CA certificate: basicConstraints CA:TRUE and keyCertSign are required"
+        )
     if cert.not_valid_after_utc <= datetime.now(UTC):
         raise ValueError("the CA certificate has expired")
     for child, parent in zip([cert, *chain], chain, strict=False):
@@ -39,7 +42,7 @@ def import_ca(
     key_password: bytes | None = None,
     hsm: KeyStore | None = None,
 ) -> None:
-    """Add CA ``name``; with ``key_pem`` the key becomes an encrypted file, else it is on ``hsm``."""
+    """Add CA ``name``: the key from ``key_pem`` (re-encrypted) or from ``hsm``."""
     if cert_path(key_dir, name).exists():
         raise ValueError(f"a CA named {name!r} already exists")
     cert = x509.load_pem_x509_certificate(certificate_pem)

@@ -84,14 +84,17 @@ class Issuer:
             raise Rejection(errors.UNKNOWN_TEMPLATE, f"no template named {req.template!r}", 404)
         ca_name = req.ca or template.ca
         if ca_name not in self.cas or self.cas.get(ca_name).is_root:
-            raise Rejection(errors.UNKNOWN_CA, f"template {template.name}: no issuing CA named {ca_name!r}")
+            raise Rejection(
+                errors.UNKNOWN_CA, f"template {template.name}: no issuing CA named {ca_name!r}"
+            )
         policy.check_requester(template, req.actor)
         policy.check_metadata(template, req.metadata)
         if server_key is not None:
             if template.key_generation == KeyGeneration.DEVICE:
                 raise Rejection(
                     errors.KEY_GENERATION_NOT_ALLOWED,
-                    f"template {template.name}: key_generation is device; the server may not make the key",
+                    f"template {template.name}: key_generation is device; "
+                    "the server may not make the key",
                 )
             public_key = server_key
             csr_sans: list[str] = []
@@ -102,7 +105,8 @@ class Issuer:
             if template.key_generation == KeyGeneration.SERVER:
                 raise Rejection(
                     errors.KEY_GENERATION_NOT_ALLOWED,
-                    f"template {template.name}: key_generation is server; CSR enrollment is not allowed",
+                    f"template {template.name}: key_generation is server; "
+                    "CSR enrollment is not allowed",
                 )
             csr = parse_csr(req.csr)
             check_proof_of_possession(csr)
@@ -112,15 +116,21 @@ class Issuer:
         key_type = policy.check_key(template, public_key)
         subject = policy.parse_subject(req.subject_dn) if req.subject_dn else csr_subject
         if subject is None:
-            raise Rejection(errors.SUBJECT_ATTRIBUTE_MISSING, f"template {template.name}: a subject is required")
+            raise Rejection(
+                errors.SUBJECT_ATTRIBUTE_MISSING, f"template {template.name}: a subject is required"
+            )
         subject = policy.check_subject(template, subject, req.requester())
         sans = policy.check_sans(template, list(req.sans) or csr_sans, subject)
-        return LeafRequest(template, self.cas.get(ca_name), subject, tuple(sans), public_key, key_type)
+        return LeafRequest(
+            template, self.cas.get(ca_name), subject, tuple(sans), public_key, key_type
+        )
 
     def sign(self, leaf: LeafRequest, serial: int) -> x509.Certificate:
         static = self._static.get(leaf.ca.name)
         if static is None:
-            static = self._static[leaf.ca.name] = ca_extensions(leaf.ca, self.base_url, self.delta_crls)
+            static = self._static[leaf.ca.name] = ca_extensions(
+                leaf.ca, self.base_url, self.delta_crls
+            )
         return build_leaf(leaf, serial, self.base_url, self.clock.now(), static=static)
 
 
@@ -166,13 +176,24 @@ def issued_event_id(request_id: str) -> str:
 
 
 def renewal_enrollment(
-    old: dict[str, Any], *, request_id: str, template: str | None, ca: str | None,
-    csr: str | None, actor: str,
+    old: dict[str, Any],
+    *,
+    request_id: str,
+    template: str | None,
+    ca: str | None,
+    csr: str | None,
+    actor: str,
 ) -> Enrollment:
     """The enrollment that renews ``old``: its subject, SANs, owner and metadata, a new key."""
     return Enrollment(
-        request_id=request_id, template=template or old["template"], csr=csr,
-        subject_dn=old["subject_dn"], sans=list(old.get("sans") or []), owner=old.get("owner"),
-        device=old.get("device"), actor=actor, metadata=dict(old.get("metadata") or {}),
+        request_id=request_id,
+        template=template or old["template"],
+        csr=csr,
+        subject_dn=old["subject_dn"],
+        sans=list(old.get("sans") or []),
+        owner=old.get("owner"),
+        device=old.get("device"),
+        actor=actor,
+        metadata=dict(old.get("metadata") or {}),
         ca=ca if ca else (None if template else old.get("issuer_ca")),
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, mldsa, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 
@@ -10,9 +12,14 @@ CURVES: dict[str, type[ec.EllipticCurve]] = {
     "p384": ec.SECP384R1,
     "p521": ec.SECP521R1,
 }
-CURVE_ALIASES = {"secp256r1": "p256", "prime256v1": "p256", "secp384r1": "p384", "secp521r1": "p521"}
+CURVE_ALIASES = {
+    "secp256r1": "p256",
+    "prime256v1": "p256",
+    "secp384r1": "p384",
+    "secp521r1": "p521",
+}
 
-MLDSA: dict[str, type] = {
+MLDSA: dict[str, Any] = {
     "ml-dsa-44": mldsa.MLDSA44PrivateKey,
     "ml-dsa-65": mldsa.MLDSA65PrivateKey,
     "ml-dsa-87": mldsa.MLDSA87PrivateKey,

@@ -17,8 +17,9 @@ class NatsObjectStore:
         self._obs: Any = None
 
     async def open(self) -> None:
-        self._nc = await nats.connect(self._url.split(","), name="certbus-issuer-crls",
-                                      max_reconnect_attempts=-1)
+        self._nc = await nats.connect(
+            self._url.split(","), name="certbus-issuer-crls", max_reconnect_attempts=-1
+        )
         self._obs = await self._nc.jetstream().object_store(self._bucket)
 
     async def put(self, name: str, data: bytes) -> None:

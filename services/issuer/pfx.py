@@ -5,6 +5,8 @@ The password and the key exist only for the duration of the call that builds the
 
 from __future__ import annotations
 
+from typing import Any
+
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
@@ -13,7 +15,10 @@ KDF_ROUNDS = 100_000
 
 
 def build_pkcs12(
-    key: object, cert: x509.Certificate, chain: list[x509.Certificate], password: str,
+    key: Any,
+    cert: x509.Certificate,
+    chain: list[x509.Certificate],
+    password: str,
     friendly_name: str,
 ) -> bytes:
     encryption = (
@@ -24,5 +29,9 @@ def build_pkcs12(
         .build(password.encode())
     )
     return pkcs12.serialize_key_and_certificates(
-        friendly_name.encode(), key, cert, chain, encryption  # type: ignore[arg-type]
+        friendly_name.encode(),
+        key,
+        cert,
+        chain,
+        encryption,  # type: ignore[arg-type]
     )

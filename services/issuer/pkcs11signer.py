@@ -74,32 +74,46 @@ class Pkcs11Signer:
                 h.update(tbs)
                 raw = self._private.sign(h.finalize(), mechanism=Mechanism.ECDSA)
                 half = len(raw) // 2
-                return encode_dss_signature(int.from_bytes(raw[:half], "big"), int.from_bytes(raw[half:], "big"))
-            mechanism = Mechanism.SHA384_RSA_PKCS if isinstance(digest_alg, hashes.SHA384) else Mechanism.SHA256_RSA_PKCS
+                return encode_dss_signature(
+                    int.from_bytes(raw[:half], "big"), int.from_bytes(raw[half:], "big")
+                )
+            mechanism = (
+                Mechanism.SHA384_RSA_PKCS
+                if isinstance(digest_alg, hashes.SHA384)
+                else Mechanism.SHA256_RSA_PKCS
+            )
             return bytes(self._private.sign(tbs, mechanism=mechanism))
 
     def sign_certificate(self, builder: x509.CertificateBuilder) -> x509.Certificate:
         draft = builder.sign(self._throwaway(), hash_for(self._public) or hashes.SHA256())
         signature = self._sign(draft.tbs_certificate_bytes)
         outer = asn1_x509.Certificate.load(draft.public_bytes(serialization.Encoding.DER))
-        signed = asn1_x509.Certificate({
-            "tbs_certificate": outer["tbs_certificate"],
-            "signature_algorithm": outer["signature_algorithm"],
-            "signature_value": signature,
-        })
+        signed = asn1_x509.Certificate(
+            {
+                "tbs_certificate": outer["tbs_certificate"],
+                "signature_algorithm": outer["signature_algorithm"],
+                "signature_value": signature,
+            }
+        )
         cert = x509.load_der_x509_certificate(signed.dump())
-        _verify(self._public, cert.signature, cert.tbs_certificate_bytes, cert.signature_hash_algorithm)
+        _verify(
+            self._public, cert.signature, cert.tbs_certificate_bytes, cert.signature_hash_algorithm
+        )
         return cert
 
-    def sign_crl(self, builder: x509.CertificateRevocationListBuilder) -> x509.CertificateRevocationList:
+    def sign_crl(
+        self, builder: x509.CertificateRevocationListBuilder
+    ) -> x509.CertificateRevocationList:
         draft = builder.sign(self._throwaway(), hash_for(self._public) or hashes.SHA256())
         signature = self._sign(draft.tbs_certlist_bytes)
         outer = asn1_crl.CertificateList.load(draft.public_bytes(serialization.Encoding.DER))
-        signed = asn1_crl.CertificateList({
-            "tbs_cert_list": outer["tbs_cert_list"],
-            "signature_algorithm": outer["signature_algorithm"],
-            "signature": signature,
-        })
+        signed = asn1_crl.CertificateList(
+            {
+                "tbs_cert_list": outer["tbs_cert_list"],
+                "signature_algorithm": outer["signature_algorithm"],
+                "signature": signature,
+            }
+        )
         crl = x509.load_der_x509_crl(signed.dump())
         if not crl.is_signature_valid(self._public):  # type: ignore[arg-type]
             raise ValueError("the HSM's CRL signature does not verify with the CA key")
@@ -137,11 +151,19 @@ def generate_hsm_key(session: Any, label: str, key_type: str) -> None:
         params = session.create_domain_parameters(
             KeyType.EC, {Attribute.EC_PARAMS: encode_named_curve_parameters(curve)}, local=True
         )
-        params.generate_keypair(store=True, label=label, private_template={
-            Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: False})
+        params.generate_keypair(
+            store=True,
+            label=label,
+            private_template={Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: False},
+        )
     elif key_type.startswith("rsa-"):
-        session.generate_keypair(KeyType.RSA, int(key_type[4:]), store=True, label=label,
-                                 private_template={Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: False})
+        session.generate_keypair(
+            KeyType.RSA,
+            int(key_type[4:]),
+            store=True,
+            label=label,
+            private_template={Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: False},
+        )
     else:
         raise ValueError(f"the PKCS#11 backend makes EC and RSA keys, not {key_type}")
 

@@ -20,14 +20,23 @@ from services.issuer.keys import MLDSA, curve_name, key_spec
 from services.issuer.templates import Template
 
 SHORT_NAMES = {
-    NameOID.COMMON_NAME: "CN", NameOID.ORGANIZATION_NAME: "O",
-    NameOID.ORGANIZATIONAL_UNIT_NAME: "OU", NameOID.LOCALITY_NAME: "L",
-    NameOID.STATE_OR_PROVINCE_NAME: "ST", NameOID.COUNTRY_NAME: "C",
-    NameOID.EMAIL_ADDRESS: "emailAddress", NameOID.SERIAL_NUMBER: "serialNumber",
-    NameOID.DOMAIN_COMPONENT: "DC", NameOID.USER_ID: "UID", NameOID.STREET_ADDRESS: "STREET",
+    NameOID.COMMON_NAME: "CN",
+    NameOID.ORGANIZATION_NAME: "O",
+    NameOID.ORGANIZATIONAL_UNIT_NAME: "OU",
+    NameOID.LOCALITY_NAME: "L",
+    NameOID.STATE_OR_PROVINCE_NAME: "ST",
+    NameOID.COUNTRY_NAME: "C",
+    NameOID.EMAIL_ADDRESS: "emailAddress",
+    NameOID.SERIAL_NUMBER: "serialNumber",
+    NameOID.DOMAIN_COMPONENT: "DC",
+    NameOID.USER_ID: "UID",
+    NameOID.STREET_ADDRESS: "STREET",
 }
-_OVERRIDES = {"emailAddress": NameOID.EMAIL_ADDRESS, "E": NameOID.EMAIL_ADDRESS,
-              "serialNumber": NameOID.SERIAL_NUMBER}
+_OVERRIDES = {
+    "emailAddress": NameOID.EMAIL_ADDRESS,
+    "E": NameOID.EMAIL_ADDRESS,
+    "serialNumber": NameOID.SERIAL_NUMBER,
+}
 _DNS_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
@@ -37,7 +46,9 @@ def check_key(template: Template, public_key: object) -> str:
     rules, where = template.keys, f"template {template.name}"
     if isinstance(public_key, rsa.RSAPublicKey):
         if rules.rsa_min_bits is None:
-            raise Rejection(errors.KEY_TYPE_NOT_ALLOWED, f"{where}: keys.rsa_min_bits: RSA keys are not allowed")
+            raise Rejection(
+                errors.KEY_TYPE_NOT_ALLOWED, f"{where}: keys.rsa_min_bits: RSA keys are not allowed"
+            )
         if public_key.key_size < max(2048, rules.rsa_min_bits):
             raise Rejection(
                 errors.KEY_TOO_WEAK,
@@ -45,20 +56,26 @@ def check_key(template: Template, public_key: object) -> str:
                 f"{max(2048, rules.rsa_min_bits)} bits, got {public_key.key_size}",
             )
         if public_key.public_numbers().e < 65537 or public_key.public_numbers().e % 2 == 0:
-            raise Rejection(errors.KEY_MALFORMED, f"{where}: the RSA public exponent is weak or invalid")
+            raise Rejection(
+                errors.KEY_MALFORMED, f"{where}: the RSA public exponent is weak or invalid"
+            )
     elif isinstance(public_key, ec.EllipticCurvePublicKey):
         name = curve_name(public_key.curve)
         if name not in rules.ec_curves:
             raise Rejection(
                 errors.CURVE_NOT_ALLOWED,
-                f"{where}: keys.ec_curves allows {', '.join(rules.ec_curves) or 'no curves'}, got {name}",
+                f"{where}: keys.ec_curves allows "
+                f"{', '.join(rules.ec_curves) or 'no curves'}, got {name}",
             )
     elif isinstance(public_key, ed25519.Ed25519PublicKey):
         if not rules.ed25519:
-            raise Rejection(errors.KEY_TYPE_NOT_ALLOWED, f"{where}: keys.ed25519: Ed25519 keys are not allowed")
+            raise Rejection(
+                errors.KEY_TYPE_NOT_ALLOWED, f"{where}: keys.ed25519: Ed25519 keys are not allowed"
+            )
     elif isinstance(public_key, dsa.DSAPublicKey | ed448.Ed448PublicKey):
         raise Rejection(
-            errors.KEY_TYPE_NOT_ALLOWED, f"{where}: {type(public_key).__name__} keys are never allowed"
+            errors.KEY_TYPE_NOT_ALLOWED,
+            f"{where}: {type(public_key).__name__} keys are never allowed",
         )
     else:
         spec = key_spec(public_key)
@@ -76,14 +93,18 @@ def parse_subject(dn: str) -> x509.Name:
     try:
         return x509.Name.from_rfc4514_string(dn, attr_name_overrides=_OVERRIDES)
     except ValueError as exc:
-        raise Rejection(errors.SUBJECT_MALFORMED, f"the subject {dn!r} cannot be parsed: {exc}") from exc
+        raise Rejection(
+            errors.SUBJECT_MALFORMED, f"the subject {dn!r} cannot be parsed: {exc}"
+        ) from exc
 
 
 def short_name(attr: x509.NameAttribute) -> str:
     return SHORT_NAMES.get(attr.oid, attr.oid.dotted_string)
 
 
-def check_subject(template: Template, subject: x509.Name, requester: Mapping[str, str | None]) -> x509.Name:
+def check_subject(
+    template: Template, subject: x509.Name, requester: Mapping[str, str | None]
+) -> x509.Name:
     rules, where = template.subject, f"template {template.name}"
     present: dict[str, list[str]] = {}
     for attr in subject:
@@ -96,7 +117,9 @@ def check_subject(template: Template, subject: x509.Name, requester: Mapping[str
         present.setdefault(name, []).append(str(attr.value))
     for name in rules.required:
         if not present.get(name):
-            raise Rejection(errors.SUBJECT_ATTRIBUTE_MISSING, f"{where}: subject.required needs {name}")
+            raise Rejection(
+                errors.SUBJECT_ATTRIBUTE_MISSING, f"{where}: subject.required needs {name}"
+            )
     for name, pattern in rules.patterns.items():
         for value in present.get(name, []):
             if not re.fullmatch(pattern, value):
@@ -174,7 +197,9 @@ def check_sans(template: Template, sans: list[str], subject: x509.Name) -> list[
 def _check_dns(where: str, value: str, suffixes: list[str]) -> None:
     host = value[2:] if value.startswith("*.") else value
     if not host or not all(_DNS_LABEL.match(label) for label in host.split(".")):
-        raise Rejection(errors.SAN_MALFORMED, f"{where}: dns SAN {value!r} is not a valid host name")
+        raise Rejection(
+            errors.SAN_MALFORMED, f"{where}: dns SAN {value!r} is not a valid host name"
+        )
     if suffixes and not any(
         host.lower() == s.lower().lstrip(".") or host.lower().endswith("." + s.lower().lstrip("."))
         for s in suffixes

@@ -17,11 +17,17 @@ from shared.outbox import OutboxMessage
 from shared.pki import RevocationReason, parse_serial, render_serial
 
 
-async def issued_for(session: AsyncSession, request_ids: Iterable[str]) -> dict[str, IssuedCertificate]:
+async def issued_for(
+    session: AsyncSession, request_ids: Iterable[str]
+) -> dict[str, IssuedCertificate]:
     ids = list(set(request_ids))
     if not ids:
         return {}
-    rows = (await session.exec(select(IssuedCertificate).where(col(IssuedCertificate.request_id).in_(ids)))).all()
+    rows = (
+        await session.exec(
+            select(IssuedCertificate).where(col(IssuedCertificate.request_id).in_(ids))
+        )
+    ).all()
     return {r.request_id: r for r in rows}
 
 
@@ -30,9 +36,12 @@ async def get_issued(session: AsyncSession, key: str) -> IssuedCertificate | Non
     row = await session.get(IssuedCertificate, key)
     if row is not None:
         return row
-    conditions = [IssuedCertificate.request_id == key, IssuedCertificate.thumbprint_sha256 == key.lower()]
+    conditions = [
+        col(IssuedCertificate.request_id) == key,
+        col(IssuedCertificate.thumbprint_sha256) == key.lower(),
+    ]
     try:
-        conditions.append(IssuedCertificate.serial == render_serial(parse_serial(key)))
+        conditions.append(col(IssuedCertificate.serial) == render_serial(parse_serial(key)))
     except ValueError:
         pass
     return (await session.exec(select(IssuedCertificate).where(or_(*conditions)))).first()
@@ -47,11 +56,13 @@ async def fresh_serials(session: AsyncSession, wanted: list[tuple[str, int]]) ->
             by_ca.setdefault(ca, []).append(render_serial(serial))
         used: set[tuple[str, str]] = set()
         for ca, hexes in by_ca.items():
-            rows = (await session.exec(
-                select(IssuedCertificate.serial).where(
-                    IssuedCertificate.ca == ca, col(IssuedCertificate.serial).in_(hexes)
+            rows = (
+                await session.exec(
+                    select(IssuedCertificate.serial).where(
+                        IssuedCertificate.ca == ca, col(IssuedCertificate.serial).in_(hexes)
+                    )
                 )
-            )).all()
+            ).all()
             used.update((ca, r) for r in rows)
         seen: set[tuple[str, str]] = set()
         clash = False
@@ -97,7 +108,10 @@ async def emit_bulk(uow: Any, events: list[Event]) -> None:
     conn = await uow.session.connection()
     await conn.execute(
         insert(OutboxMessage.__table__),  # type: ignore[attr-defined]
-        [{"event_id": e.event_id, "subject": e.subject_name(), "payload": e.model_dump_json()} for e in events],
+        [
+            {"event_id": e.event_id, "subject": e.subject_name(), "payload": e.model_dump_json()}
+            for e in events
+        ],
     )
     uow.staged += len(events)
 
@@ -110,7 +124,9 @@ async def _state(session: AsyncSession, ca: str) -> CrlState:
     return state
 
 
-async def record_revocations(session: AsyncSession, events: Iterable[CertRevoked], cas: set[str]) -> int:
+async def record_revocations(
+    session: AsyncSession, events: Iterable[CertRevoked], cas: set[str]
+) -> int:
     """Add revoked serials of our CAs; a serial already on the list changes nothing."""
     changed = 0
     seen: dict[tuple[str, str], RevokedSerial] = {}
@@ -118,12 +134,16 @@ async def record_revocations(session: AsyncSession, events: Iterable[CertRevoked
         if ev.issuer_ca not in cas:
             continue
         serial = render_serial(parse_serial(ev.serial))
-        row = seen.get((ev.issuer_ca, serial)) or await session.get(RevokedSerial, (ev.issuer_ca, serial))
+        row = seen.get((ev.issuer_ca, serial)) or await session.get(
+            RevokedSerial, (ev.issuer_ca, serial)
+        )
         if row is not None and not row.released and row.reason == int(ev.reason):
             continue
         state = await _state(session, ev.issuer_ca)
         state.changes += 1
-        row = row or RevokedSerial(ca=ev.issuer_ca, serial=serial, reason=int(ev.reason), revoked_at=ev.revoked_at)
+        row = row or RevokedSerial(
+            ca=ev.issuer_ca, serial=serial, reason=int(ev.reason), revoked_at=ev.revoked_at
+        )
         row.reason, row.revoked_at, row.released = int(ev.reason), ev.revoked_at, False
         row.invalidity_date = ev.invalidity_date
         row.changed_seq = state.changes
@@ -134,7 +154,9 @@ async def record_revocations(session: AsyncSession, events: Iterable[CertRevoked
     return changed
 
 
-async def record_releases(session: AsyncSession, events: Iterable[CertReleased], cas: set[str]) -> int:
+async def record_releases(
+    session: AsyncSession, events: Iterable[CertReleased], cas: set[str]
+) -> int:
     """A certificate on hold leaves the CRL; one not on hold (or not listed) stays as it is."""
     changed = 0
     for ev in events:
@@ -154,6 +176,8 @@ async def record_releases(session: AsyncSession, events: Iterable[CertReleased],
 
 
 async def count_revoked(session: AsyncSession, ca: str) -> int:
-    return (await session.exec(
-        select(func.count()).select_from(RevokedSerial).where(RevokedSerial.ca == ca)
-    )).one()
+    return (
+        await session.exec(
+            select(func.count()).select_from(RevokedSerial).where(RevokedSerial.ca == ca)
+        )
+    ).one()

@@ -67,9 +67,12 @@ class IssuerRpc:
 
     def register(self) -> None:
         for name, fn in (
-            ("cas.list", self.cas_list), ("templates.list", self.templates_list),
-            ("enroll.csr", self.enroll_csr), ("enroll.pfx", self.enroll_pfx),
-            ("enroll.renew", self.enroll_renew), ("certs.get", self.cert_get),
+            ("cas.list", self.cas_list),
+            ("templates.list", self.templates_list),
+            ("enroll.csr", self.enroll_csr),
+            ("enroll.pfx", self.enroll_pfx),
+            ("enroll.renew", self.enroll_renew),
+            ("certs.get", self.cert_get),
             ("ocsp.signer", self.ocsp_signer),
         ):
             self.rt.rpc(name, fn)
@@ -88,11 +91,13 @@ class IssuerRpc:
         async with self.rt.db.session() as session:  # type: ignore[union-attr]
             row = await records.get_issued(session, str(request.get("id", "")))
         if row is None:
-            raise RpcError(errors.NOT_FOUND, f"no certificate {request.get('id')!r} was issued here", 404)
+            raise RpcError(
+                errors.NOT_FOUND, f"no certificate {request.get('id')!r} was issued here", 404
+            )
         return _response(json.loads(row.issued))
 
     async def enroll_csr(self, request: dict[str, Any]) -> dict[str, Any]:
-        """Issue for a CSR, checked against the template; a repeated request id returns the same certificate."""
+        """Issue for a CSR checked against the template; a repeated request id returns the same."""
         req = self._enrollment(request, csr=_text(request, "csr"))
         try:
             return await self._issue(req, lambda: self.issuer.prepare(req))
@@ -100,10 +105,14 @@ class IssuerRpc:
             raise _rpc_error(exc) from exc
 
     async def enroll_pfx(self, request: dict[str, Any]) -> dict[str, Any]:
-        """Make a key of the template's type, issue, and return both as a password-protected PKCS#12."""
+        """Make a key of the template's type, issue, return both as a protected PKCS#12."""
         password = request.get("password")
         if not isinstance(password, str) or len(password) < 8:
-            raise RpcError(errors.PASSWORD_REQUIRED, "a password of at least 8 characters protects the PKCS#12", 422)
+            raise RpcError(
+                errors.PASSWORD_REQUIRED,
+                "a password of at least 8 characters protects the PKCS#12",
+                422,
+            )
         req = self._enrollment(request, subject_dn=_text(request, "subject"))
         try:
             return await self._issue_with_server_key(req, password)
@@ -115,16 +124,25 @@ class IssuerRpc:
         try:
             old = await self._old_certificate(str(request.get("cert_id", "")))
             req = renewal_enrollment(
-                old, request_id=_text(request, "request_id") or new_id(), template=_text(request, "template"),
-                ca=_text(request, "ca"), csr=_text(request, "csr"), actor=str(request.get("actor") or "api"),
+                old,
+                request_id=_text(request, "request_id") or new_id(),
+                template=_text(request, "template"),
+                ca=_text(request, "ca"),
+                csr=_text(request, "csr"),
+                actor=str(request.get("actor") or "api"),
             )
             if req.csr is None:
                 password = request.get("password")
                 if not isinstance(password, str) or len(password) < 8:
-                    raise Rejection(errors.CSR_REQUIRED,
-                                    "renewal needs a new key: send a CSR, or a password for a server-made PKCS#12")
+                    raise Rejection(
+                        errors.CSR_REQUIRED,
+                        "renewal needs a new key: send a CSR, "
+                        "or a password for a server-made PKCS#12",
+                    )
                 return await self._issue_with_server_key(req, password, renewal_of=old["cert_id"])
-            return await self._issue(req, lambda: self.issuer.prepare(req), renewal_of=old["cert_id"])
+            return await self._issue(
+                req, lambda: self.issuer.prepare(req), renewal_of=old["cert_id"]
+            )
         except Rejection as exc:
             raise _rpc_error(exc) from exc
 
@@ -134,14 +152,20 @@ class IssuerRpc:
         if ca_name not in self.issuer.cas:
             raise RpcError(errors.UNKNOWN_CA, f"no CA named {ca_name!r}", 404)
         template = ocsp_signer_template(ca_name, self.ocsp_validity_days)
-        req = Enrollment(request_id=f"ocsp-signer-{new_id()}", template=template.name,
-                         csr=_text(request, "csr"), actor=str(request.get("actor") or "revocation"))
+        req = Enrollment(
+            request_id=f"ocsp-signer-{new_id()}",
+            template=template.name,
+            csr=_text(request, "csr"),
+            actor=str(request.get("actor") or "revocation"),
+        )
         try:
             leaf = self.issuer.prepare(req, template=template)
         except Rejection as exc:
             raise _rpc_error(exc) from exc
         async with self.rt.unit_of_work() as uow:
-            [serial] = await records.fresh_serials(uow.session, [(ca_name, x509.random_serial_number())])
+            [serial] = await records.fresh_serials(
+                uow.session, [(ca_name, x509.random_serial_number())]
+            )
             cert = self.issuer.sign(leaf, serial)
             fields = issued_fields(cert, leaf, req)
             uow.session.add(records.issued_row(fields))
@@ -157,7 +181,9 @@ class IssuerRpc:
     def _enrollment(self, request: dict[str, Any], **overrides: Any) -> Enrollment:
         sans = request.get("sans") or []
         if not isinstance(sans, list):
-            raise RpcError("invalid_request", "sans must be a list like [\"dns:www.example.com\"]", 422)
+            raise RpcError(
+                "invalid_request", 'sans must be a list like ["dns:www.example.com"]', 422
+            )
         metadata = request.get("metadata") or {}
         values: dict[str, Any] = {
             "request_id": _text(request, "request_id") or new_id(),
@@ -185,17 +211,26 @@ class IssuerRpc:
         if template.key_generation == KeyGeneration.DEVICE:
             raise Rejection(
                 errors.KEY_GENERATION_NOT_ALLOWED,
-                f"template {template.name}: key_generation is device; PFX enrollment is not allowed",
+                f"template {template.name}: key_generation is device; "
+                "PFX enrollment is not allowed",
             )
         key = await asyncio.to_thread(generate_key, template.keys.server_key_type)
         holder: dict[str, Any] = {}
-        result = await self._issue(req, lambda: self.issuer.prepare(req, server_key=key.public_key()),
-                                   renewal_of=renewal_of, keep=holder)
+        result = await self._issue(
+            req,
+            lambda: self.issuer.prepare(req, server_key=key.public_key()),
+            renewal_of=renewal_of,
+            keep=holder,
+        )
         if "cert" not in holder:  # a concurrent call with the same request id won
             return {**result, "pkcs12_b64": None, "note": "already issued; the key is not kept"}
         cert, leaf = holder["cert"], holder["leaf"]
         blob = await asyncio.to_thread(
-            build_pkcs12, key, cert, leaf.ca.chain(), password,
+            build_pkcs12,
+            key,
+            cert,
+            leaf.ca.chain(),
+            password,
             result.get("subject_dn") or req.request_id,
         )
         return {**result, "pkcs12_b64": base64.b64encode(blob).decode()}
@@ -207,7 +242,10 @@ class IssuerRpc:
         return _response(json.loads(row.issued)) if row else None
 
     async def _issue(
-        self, req: Enrollment, prepare, renewal_of: str | None = None,
+        self,
+        req: Enrollment,
+        prepare,
+        renewal_of: str | None = None,
         keep: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         existing = await self._existing(req.request_id)
@@ -216,15 +254,25 @@ class IssuerRpc:
         leaf: LeafRequest = prepare()
         try:
             async with self.rt.unit_of_work() as uow:
-                [serial] = await records.fresh_serials(uow.session, [(leaf.ca.name, x509.random_serial_number())])
+                [serial] = await records.fresh_serials(
+                    uow.session, [(leaf.ca.name, x509.random_serial_number())]
+                )
                 cert = self.issuer.sign(leaf, serial)
                 fields = {**issued_fields(cert, leaf, req), "renewal_of": renewal_of}
                 uow.session.add(records.issued_row(fields))
-                event = CertIssued(event_id=issued_event_id(req.request_id), actor=req.actor, **fields)
+                event = CertIssued(
+                    event_id=issued_event_id(req.request_id), actor=req.actor, **fields
+                )
                 uow.emit(event)
                 if renewal_of:
-                    uow.emit(event.caused(CertRenewed, event_id=derived_id("cert.renewed", req.request_id),
-                                          old_cert_id=renewal_of, new_cert_id=fields["cert_id"]))
+                    uow.emit(
+                        event.caused(
+                            CertRenewed,
+                            event_id=derived_id("cert.renewed", req.request_id),
+                            old_cert_id=renewal_of,
+                            new_cert_id=fields["cert_id"],
+                        )
+                    )
         except IntegrityError:
             existing = await self._existing(req.request_id)
             if existing is None:
@@ -242,10 +290,19 @@ def _response(fields: dict[str, Any]) -> dict[str, Any]:
 def ocsp_signer_template(ca: str, validity_days: int) -> Template:
     """The built-in profile of a delegated OCSP responder (RFC 6960 4.2.2.2)."""
     return Template(
-        name="ocsp-signer", description="Delegated OCSP responder", ca=ca, validity_days=validity_days,
-        keys=KeyRules(rsa_min_bits=2048, ec_curves=["p256", "p384"], ed25519=True,
-                      ml_dsa=["ml-dsa-44", "ml-dsa-65", "ml-dsa-87"]),
-        key_usage=["digital_signature"], extended_key_usage=["ocsp_signing"], ocsp_no_check=True,
+        name="ocsp-signer",
+        description="Delegated OCSP responder",
+        ca=ca,
+        validity_days=validity_days,
+        keys=KeyRules(
+            rsa_min_bits=2048,
+            ec_curves=["p256", "p384"],
+            ed25519=True,
+            ml_dsa=["ml-dsa-44", "ml-dsa-65", "ml-dsa-87"],
+        ),
+        key_usage=["digital_signature"],
+        extended_key_usage=["ocsp_signing"],
+        ocsp_no_check=True,
         subject=SubjectRules(required=["CN"], allowed=["CN", "O", "OU"]),
         sans=SanRules(allowed_types=[]),
     )

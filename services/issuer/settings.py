@@ -53,10 +53,12 @@ class IssuerSettings(CommonSettings):
             return self.pkcs11_pin
         if self.pkcs11_pin_file:
             return self.pkcs11_pin_file.read_text().strip()
-        raise ValueError("CERTBUS_PKCS11_PIN or CERTBUS_PKCS11_PIN_FILE is required with CERTBUS_PKCS11_CAS")
+        raise ValueError(
+            "CERTBUS_PKCS11_PIN or CERTBUS_PKCS11_PIN_FILE is required with CERTBUS_PKCS11_CAS"
+        )
 
     def passphrase(self) -> bytes:
-        """The CA key passphrase: the environment, a secret file, or one generated on first start."""
+        """The CA key passphrase: environment, secret file, or one generated on first start."""
         if self.ca_passphrase:
             return self.ca_passphrase.encode()
         path = self.ca_passphrase_file or self.var_dir / "issuer" / "ca-passphrase"
@@ -72,7 +74,6 @@ class IssuerSettings(CommonSettings):
 
 def write_secret(path: Path, data: bytes) -> None:
     """Create a file only its owner can read, refusing to overwrite one that exists."""
-    import os
 
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as f:

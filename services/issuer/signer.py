@@ -30,7 +30,7 @@ class Signer(Protocol):
     ) -> x509.CertificateRevocationList: ...
 
 
-def hash_for(key: object) -> hashes.HashAlgorithm | None:
+def hash_for(key: object) -> hashes.SHA256 | hashes.SHA384 | hashes.SHA512 | None:
     """The digest a key signs with: none for EdDSA and ML-DSA, SHA-384 or more for big curves."""
     if isinstance(key, ed25519.Ed25519PrivateKey | ed25519.Ed25519PublicKey):
         return None
@@ -49,8 +49,12 @@ def hash_for(key: object) -> hashes.HashAlgorithm | None:
 def _is_mldsa(key: object) -> bool:
     return isinstance(
         key,
-        mldsa.MLDSA44PrivateKey | mldsa.MLDSA65PrivateKey | mldsa.MLDSA87PrivateKey
-        | mldsa.MLDSA44PublicKey | mldsa.MLDSA65PublicKey | mldsa.MLDSA87PublicKey,
+        mldsa.MLDSA44PrivateKey
+        | mldsa.MLDSA65PrivateKey
+        | mldsa.MLDSA87PrivateKey
+        | mldsa.MLDSA44PublicKey
+        | mldsa.MLDSA65PublicKey
+        | mldsa.MLDSA87PublicKey,
     )
 
 
@@ -75,7 +79,9 @@ class KeySigner:
         return f"KeySigner({type(self._key).__name__})"
 
 
-def save_encrypted_key(path: Path, key: CertificateIssuerPrivateKeyTypes, passphrase: bytes) -> None:
+def save_encrypted_key(
+    path: Path, key: CertificateIssuerPrivateKeyTypes, passphrase: bytes
+) -> None:
     """Write the key as encrypted PKCS#8 (PBES2, AES-256), readable only by its owner."""
     data = key.private_bytes(
         serialization.Encoding.PEM,

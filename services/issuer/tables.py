@@ -40,7 +40,9 @@ class RevokedSerial(SQLModel, table=True):
     serial: str = Field(primary_key=True)
     reason: int
     revoked_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
-    invalidity_date: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    invalidity_date: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True))
+    )
     released: bool = False
     changed_seq: int = Field(default=0, index=True)
 
@@ -57,4 +59,9 @@ class CrlState(SQLModel, table=True):
     published_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
 
 
-TABLES = [t.__table__ for t in (IssuedCertificate, AnnouncedCa, RevokedSerial, CrlState)]  # type: ignore[attr-defined]
+TABLES = [
+    IssuedCertificate.__table__,  # type: ignore[attr-defined]
+    AnnouncedCa.__table__,  # type: ignore[attr-defined]
+    RevokedSerial.__table__,  # type: ignore[attr-defined]
+    CrlState.__table__,  # type: ignore[attr-defined]
+]

@@ -7,17 +7,24 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-import yaml
+import yaml  # type: ignore[import-untyped]
 from pydantic import BaseModel, ConfigDict, Field
 
 log = logging.getLogger("certbus.issuer.templates")
 
 KEY_USAGES = (
-    "digital_signature", "content_commitment", "key_encipherment", "data_encipherment",
+    "digital_signature",
+    "content_commitment",
+    "key_encipherment",
+    "data_encipherment",
     "key_agreement",
 )
 EXTENDED_KEY_USAGES = (
-    "server_auth", "client_auth", "code_signing", "email_protection", "time_stamping",
+    "server_auth",
+    "client_auth",
+    "code_signing",
+    "email_protection",
+    "time_stamping",
     "ocsp_signing",
 )
 SAN_TYPES = ("dns", "email", "ip", "uri")

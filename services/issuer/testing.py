@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
@@ -34,7 +34,9 @@ def make_csr(
 ) -> tuple[x509.CertificateSigningRequest, Any]:
     key = key if key is not None else make_key()
     names = [x509.NameAttribute(NameOID.COMMON_NAME, cn)] if cn else []
-    builder = x509.CertificateSigningRequestBuilder().subject_name(x509.Name(names + (attributes or [])))
+    builder = x509.CertificateSigningRequestBuilder().subject_name(
+        x509.Name(names + (attributes or []))
+    )
     if sans:
         builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
     for ext, critical in extra or []:
@@ -61,7 +63,9 @@ def tampered(csr: x509.CertificateSigningRequest) -> str:
     return f"-----BEGIN CERTIFICATE REQUEST-----\n{body}-----END CERTIFICATE REQUEST-----\n"
 
 
-def issuer_settings(tmp: Path, nats_url: str, database_url: str | None = None, **overrides: Any) -> IssuerSettings:
+def issuer_settings(
+    tmp: Path, nats_url: str, database_url: str | None = None, **overrides: Any
+) -> IssuerSettings:
     values: dict[str, Any] = {
         "nats_url": nats_url,
         "var_dir": tmp / "var",
@@ -93,12 +97,24 @@ def softhsm_token(tmp: Path, label: str = "certbus-test") -> Any:
     tokens = tmp / "tokens"
     tokens.mkdir(parents=True, exist_ok=True)
     conf = tmp / "softhsm2.conf"
-    conf.write_text(f"directories.tokendir = {tokens}\nobjectstore.backend = file\nlog.level = ERROR\n")
+    conf.write_text(
+        f"directories.tokendir = {tokens}\nobjectstore.backend = file\nlog.level = ERROR\n"
+    )
     os.environ["SOFTHSM2_CONF"] = str(conf)
     pin = secrets.token_hex(8)
     subprocess.run(
-        ["softhsm2-util", "--init-token", "--free", "--label", label, "--pin", pin,
-         "--so-pin", secrets.token_hex(8)],
-        check=True, capture_output=True,
+        [
+            "softhsm2-util",
+            "--init-token",
+            "--free",
+            "--label",
+            label,
+            "--pin",
+            pin,
+            "--so-pin",
+            secrets.token_hex(8),
+        ],
+        check=True,
+        capture_output=True,
     )
     return HsmConfig(SOFTHSM_MODULE, label, pin)

@@ -37,11 +37,19 @@ class LeafRequest:
 
 
 def key_usage(names: list[str]) -> x509.KeyUsage:
-    flags = {n: n in names for n in (
-        "digital_signature", "content_commitment", "key_encipherment", "data_encipherment",
-        "key_agreement")}
-    return x509.KeyUsage(**flags, key_cert_sign=False, crl_sign=False, encipher_only=False,
-                         decipher_only=False)
+    flags = {
+        n: n in names
+        for n in (
+            "digital_signature",
+            "content_commitment",
+            "key_encipherment",
+            "data_encipherment",
+            "key_agreement",
+        )
+    }
+    return x509.KeyUsage(
+        **flags, key_cert_sign=False, crl_sign=False, encipher_only=False, decipher_only=False
+    )
 
 
 def validity(ca: CertificateAuthority, days: int, now: datetime) -> tuple[datetime, datetime]:
@@ -96,7 +104,9 @@ def build_leaf(
         extensions.append(_ext(x509.ExtendedKeyUsage([EKU_OIDS[e] for e in t.extended_key_usage])))
     if req.sans:
         # RFC 5280 4.2.1.6: critical when the subject is empty.
-        extensions.append(_ext(x509.SubjectAlternativeName(list(req.sans)), critical=len(req.subject) == 0))
+        extensions.append(
+            _ext(x509.SubjectAlternativeName(list(req.sans)), critical=len(req.subject) == 0)
+        )
     if t.ocsp_no_check:
         extensions.append(_ext(x509.OCSPNoCheck()))
     builder = x509.CertificateBuilder(

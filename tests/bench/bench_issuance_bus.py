@@ -34,7 +34,9 @@ REQUESTS = int(os.environ.get("CERTBUS_BENCH_REQUESTS", "10000"))
 IN_FLIGHT = 1000
 
 
-def start_issuer(tmp: Path, nats_url: str, passphrase: str, database_url: str | None = None) -> subprocess.Popen:
+def start_issuer(
+    tmp: Path, nats_url: str, passphrase: str, database_url: str | None = None
+) -> subprocess.Popen:
     env = {
         **os.environ,
         "CERTBUS_NATS_URL": nats_url,
@@ -48,14 +50,16 @@ def start_issuer(tmp: Path, nats_url: str, passphrase: str, database_url: str | 
         env["CERTBUS_ISSUER_DATABASE_URL"] = database_url
     profile = os.environ.get("CERTBUS_BENCH_PROFILE")
     wrap = ["-m", "cProfile", "-o", profile] if profile else []
-    return subprocess.Popen([sys.executable, *wrap, "-m", "services.issuer"], env=env, cwd=REPO_ROOT)
+    return subprocess.Popen(
+        [sys.executable, *wrap, "-m", "services.issuer"], env=env, cwd=REPO_ROOT
+    )
 
 
-async def wait_for_ping(nats_url: str, service: str = "issuer", timeout: float = 60.0) -> None:
+async def wait_for_ping(nats_url: str, service: str = "issuer", within: float = 60.0) -> None:
     broker = make_broker(nats_url, "bench")
     await broker.start()
     try:
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + within
         while True:
             try:
                 await rpc_call(broker, service, "ping", {}, timeout=1.0)
@@ -69,7 +73,9 @@ async def wait_for_ping(nats_url: str, service: str = "issuer", timeout: float =
 
 
 def raw_rate(key_dir: Path, passphrase: str, csrs: list[str]) -> float:
-    cas = open_hierarchy(key_dir, passphrase.encode(), select_cas(["issuing-ec"]), "http://pki.test")
+    cas = open_hierarchy(
+        key_dir, passphrase.encode(), select_cas(["issuing-ec"]), "http://pki.test"
+    )
     issuer = Issuer(cas, TemplateCatalog(REPO_ROOT / "infra/templates.yaml"), "http://pki.test")
     with Timer() as t:
         for i, csr in enumerate(csrs):
@@ -93,15 +99,21 @@ async def bus_rate(nats_url: str, csrs: list[str]) -> tuple[float, float]:
             done.set()
 
     await nc.subscribe(subjects.CERT_ISSUED, cb=on_issued)
-    events = [CertRequested(request_id=f"bench-{i}", template="user-client", csr_pem=csr,
-                            owner=f"user{i}") for i, csr in enumerate(csrs)]
+    events = [
+        CertRequested(
+            request_id=f"bench-{i}", template="user-client", csr_pem=csr, owner=f"user{i}"
+        )
+        for i, csr in enumerate(csrs)
+    ]
     payloads = [(e.event_id, e.model_dump_json().encode()) for e in events]
     start = time.perf_counter()
     for i in range(0, len(payloads), IN_FLIGHT):
-        await asyncio.gather(*(
-            js.publish(subjects.CERT_REQUESTED, body, headers={"Nats-Msg-Id": eid})
-            for eid, body in payloads[i:i + IN_FLIGHT]
-        ))
+        await asyncio.gather(
+            *(
+                js.publish(subjects.CERT_REQUESTED, body, headers={"Nats-Msg-Id": eid})
+                for eid, body in payloads[i : i + IN_FLIGHT]
+            )
+        )
     published = time.perf_counter()
     await asyncio.wait_for(done.wait(), timeout=600)
     await nc.close()
@@ -123,16 +135,19 @@ async def run() -> dict:
         proc.terminate()
         proc.wait(30)
         server.stop()
-    return report("issuance_bus", {
-        "requests": REQUESTS,
-        "csr_preparation_seconds (not measured below)": making.seconds,
-        "bus_certificates_per_second": bus,
-        "publish_rate_per_second": publish,
-        "baseline_raw_in_process_per_second": raw,
-        "ratio_bus_over_raw": bus / raw,
-        "target_ratio": 0.5,
-        "database": "postgresql" if os.environ.get("CERTBUS_BENCH_DATABASE_URL") else "sqlite",
-    })
+    return report(
+        "issuance_bus",
+        {
+            "requests": REQUESTS,
+            "csr_preparation_seconds (not measured below)": making.seconds,
+            "bus_certificates_per_second": bus,
+            "publish_rate_per_second": publish,
+            "baseline_raw_in_process_per_second": raw,
+            "ratio_bus_over_raw": bus / raw,
+            "target_ratio": 0.5,
+            "database": "postgresql" if os.environ.get("CERTBUS_BENCH_DATABASE_URL") else "sqlite",
+        },
+    )
 
 
 def main() -> dict:

@@ -62,7 +62,9 @@ def gateway_url(nats_url: str, tmp_path: Path, monkeypatch):
     with Background(build_issuer(settings)):
         port = free_port()
         app = build_gateway(GatewaySettings(nats_url=nats_url, rpc_timeout=10.0))
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+        server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+        )
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()
         while not server.started:
@@ -87,7 +89,9 @@ def test_cas_are_listed_with_their_chains_and_the_chain_downloads_as_pem(cb: Cer
     pem = cb.cas.chain_pem("issuing-ec")
     chain = x509.load_pem_x509_certificates(pem.encode())
     assert [c.subject.rfc4514_string() for c in chain] == [
-        cas["issuing-ec"]["subject_dn"], cas["root"]["subject_dn"]]
+        cas["issuing-ec"]["subject_dn"],
+        cas["root"]["subject_dn"],
+    ]
     with pytest.raises(CertbusError) as missing:
         cb.cas.get("nope")
     assert missing.value.status == 404
@@ -95,19 +99,30 @@ def test_cas_are_listed_with_their_chains_and_the_chain_downloads_as_pem(cb: Cer
 
 def test_templates_are_listed_with_their_rules(cb: Certbus) -> None:
     templates = {t["name"]: t for t in cb.templates.list()}
-    assert {"user-client", "tls-server", "machine-client", "code-signing", "tls-server-pq"} <= set(templates)
+    assert {"user-client", "tls-server", "machine-client", "code-signing", "tls-server-pq"} <= set(
+        templates
+    )
     assert templates["user-client"]["extended_key_usage"] == ["client_auth"]
     assert templates["tls-server"]["sans"]["dns_suffixes"]
 
 
-def test_csr_enrollment_returns_the_certificate_and_a_repeat_returns_the_same_one(cb: Certbus) -> None:
+def test_csr_enrollment_returns_the_certificate_and_a_repeat_returns_the_same_one(
+    cb: Certbus,
+) -> None:
     first = cb.enroll.csr("user-client", user_csr("alice"), owner="alice", request_id="api-1")
     again = cb.enroll.csr("user-client", user_csr("alice"), owner="alice", request_id="api-1")
     assert first["id"] == again["id"] and first["serial"] == again["serial"]
     cert = load_certificate(first["certificate_pem"])
     assert format(cert.serial_number, "x") == first["serial"]
-    assert {"thumbprint_sha1", "thumbprint_sha256", "chain_pem", "not_before", "not_after",
-            "template", "owner"} <= set(first)
+    assert {
+        "thumbprint_sha1",
+        "thumbprint_sha256",
+        "chain_pem",
+        "not_before",
+        "not_after",
+        "template",
+        "owner",
+    } <= set(first)
 
 
 def test_a_policy_violation_is_answered_4xx_with_code_and_message(cb: Certbus) -> None:
@@ -119,16 +134,33 @@ def test_a_policy_violation_is_answered_4xx_with_code_and_message(cb: Certbus) -
 
 
 def test_pfx_enrollment_returns_a_modern_pkcs12_with_the_chain(cb: Certbus, tmp_path: Path) -> None:
-    answer = cb.enroll.pfx("tls-server", "CN=www.example.com", sans=["dns:www.example.com"],
-                           password="correct horse battery")
+    answer = cb.enroll.pfx(
+        "tls-server",
+        "CN=www.example.com",
+        sans=["dns:www.example.com"],
+        password="correct horse battery",
+    )
     blob = base64.b64decode(answer["pkcs12_b64"])
     loaded = pkcs12.load_pkcs12(blob, b"correct horse battery")
     assert loaded.cert.certificate.serial_number == int(answer["serial"], 16)
     assert loaded.cert.friendly_name == b"CN=www.example.com"
     assert len(loaded.additional_certs) == 2 and loaded.key is not None
     (tmp_path / "out.p12").write_bytes(blob)
-    info = subprocess.run(["openssl", "pkcs12", "-info", "-noout", "-in", "out.p12", "-passin",
-                           "pass:correct horse battery"], cwd=tmp_path, capture_output=True, text=True)
+    info = subprocess.run(
+        [
+            "openssl",
+            "pkcs12",
+            "-info",
+            "-noout",
+            "-in",
+            "out.p12",
+            "-passin",
+            "pass:correct horse battery",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
     assert info.returncode == 0, info.stderr
     assert "AES-256-CBC" in info.stderr and "sha256" in info.stderr.lower()
 
@@ -138,27 +170,76 @@ def test_renewal_keeps_subject_sans_and_template_with_a_new_key(cb: Certbus) -> 
     new_csr = user_csr("erin")
     new = cb.enroll.renew(old["id"], csr=new_csr)
     assert new["id"] != old["id"] and new["renewal_of"] == old["id"]
-    assert (new["subject_dn"], new["sans"], new["template"]) == (old["subject_dn"], old["sans"], old["template"])
+    assert (new["subject_dn"], new["sans"], new["template"]) == (
+        old["subject_dn"],
+        old["sans"],
+        old["template"],
+    )
     assert new["public_key_sha256"] != old["public_key_sha256"]
 
 
-def test_the_cli_lists_enrolls_and_fails_with_the_error_code(gateway_url: str, tmp_path: Path) -> None:
+def test_the_cli_lists_enrolls_and_fails_with_the_error_code(
+    gateway_url: str, tmp_path: Path
+) -> None:
     runner = CliRunner()
     listed = runner.invoke(cli, ["cas", "list", "--json"])
     assert listed.exit_code == 0 and "issuing-ec" in {c["name"] for c in json.loads(listed.stdout)}
     templates = runner.invoke(cli, ["templates", "list", "--json"])
-    assert templates.exit_code == 0 and "tls-server" in {t["name"] for t in json.loads(templates.stdout)}
+    assert templates.exit_code == 0 and "tls-server" in {
+        t["name"] for t in json.loads(templates.stdout)
+    }
     (tmp_path / "req.pem").write_text(user_csr("frank"))
     out = tmp_path / "frank.pem"
-    ok = runner.invoke(cli, ["enroll", "csr", "--template", "user-client", "--csr",
-                             str(tmp_path / "req.pem"), "--owner", "frank", "--out", str(out), "--json"])
+    ok = runner.invoke(
+        cli,
+        [
+            "enroll",
+            "csr",
+            "--template",
+            "user-client",
+            "--csr",
+            str(tmp_path / "req.pem"),
+            "--owner",
+            "frank",
+            "--out",
+            str(out),
+            "--json",
+        ],
+    )
     assert ok.exit_code == 0, ok.output
     assert len(x509.load_pem_x509_certificates(out.read_bytes())) == 3
     p12 = tmp_path / "web.p12"
-    made = runner.invoke(cli, ["enroll", "pfx", "--template", "tls-server", "--subject",
-                               "CN=web.example.com", "--san", "dns:web.example.com", "--password",
-                               "s3cret-pass", "--out", str(p12)])
+    made = runner.invoke(
+        cli,
+        [
+            "enroll",
+            "pfx",
+            "--template",
+            "tls-server",
+            "--subject",
+            "CN=web.example.com",
+            "--san",
+            "dns:web.example.com",
+            "--password",
+            "s3cret-pass",
+            "--out",
+            str(p12),
+        ],
+    )
     assert made.exit_code == 0, made.output and (p12.stat().st_mode & 0o777) == 0o600
-    bad = runner.invoke(cli, ["enroll", "pfx", "--template", "user-client", "--subject", "CN=x",
-                              "--password", "s3cret-pass", "--out", str(tmp_path / "x.p12")])
+    bad = runner.invoke(
+        cli,
+        [
+            "enroll",
+            "pfx",
+            "--template",
+            "user-client",
+            "--subject",
+            "CN=x",
+            "--password",
+            "s3cret-pass",
+            "--out",
+            str(tmp_path / "x.p12"),
+        ],
+    )
     assert bad.exit_code != 0 and "key_generation_not_allowed" in bad.stderr

@@ -37,12 +37,14 @@ class Tap:
         self.sub = await js.pull_subscribe(self.subject, stream=subjects.stream_for(self.subject))
         return self
 
-    async def until(self, predicate, timeout: float = 15.0) -> list[dict]:
+    async def until(self, predicate, within: float = 15.0) -> list[dict]:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        deadline = loop.time() + within
         while not predicate(self.seen):
             if loop.time() > deadline:
-                raise AssertionError(f"{self.subject}: condition not met; saw {len(self.seen)} messages")
+                raise AssertionError(
+                    f"{self.subject}: condition not met; saw {len(self.seen)} messages"
+                )
             try:
                 for m in await self.sub.fetch(500, timeout=0.3):
                     self.seen.append(json.loads(m.data))
@@ -54,13 +56,15 @@ class Tap:
     async def drain(self, seconds: float = 1.0) -> list[dict]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
-        return await self.until(lambda _: loop.time() > deadline, timeout=seconds + 5)
+        return await self.until(lambda _: loop.time() > deadline, within=seconds + 5)
 
 
 async def publish(nc, *events) -> None:
     js = nc.jetstream()
     for ev in events:
-        await js.publish(ev.subject, ev.model_dump_json().encode(), headers={"Nats-Msg-Id": ev.event_id})
+        await js.publish(
+            ev.subject, ev.model_dump_json().encode(), headers={"Nats-Msg-Id": ev.event_id}
+        )
 
 
 @pytest.fixture
@@ -75,29 +79,41 @@ async def test_a_requested_certificate_is_issued_with_every_field_and_a_verifiab
     issuer, nats_client, tmp_path: Path
 ) -> None:
     issued = await Tap(nats_client, subjects.CERT_ISSUED).open()
-    request = CertRequested(request_id="req-alice-1", template="user-client",
-                            csr_pem=user_csr("alice"), owner="alice", device="alice-laptop",
-                            metadata={"cost_center": "42"})
+    request = CertRequested(
+        request_id="req-alice-1",
+        template="user-client",
+        csr_pem=user_csr("alice"),
+        owner="alice",
+        device="alice-laptop",
+        metadata={"cost_center": "42"},
+    )
     await publish(nats_client, request)
     [body] = await issued.until(lambda s: len(s) >= 1)
     ev = CertIssued.model_validate(body)
     cert = load_certificate(ev.certificate_pem)
     assert ev.request_id == "req-alice-1" and ev.correlation_id == request.correlation_id
     assert ev.serial == format(cert.serial_number, "x") and ev.issuer_ca == "issuing-ec"
-    assert ev.owner == "alice" and ev.device == "alice-laptop" and ev.metadata == {"cost_center": "42"}
+    assert (
+        ev.owner == "alice" and ev.device == "alice-laptop" and ev.metadata == {"cost_center": "42"}
+    )
     assert ev.sans == ["email:alice@example.com"] and ev.subject_dn == "CN=alice"
     assert len(ev.chain_pem) == 2 and ev.thumbprint_sha256 and ev.thumbprint_sha1
     (tmp_path / "leaf.pem").write_text(ev.certificate_pem)
     (tmp_path / "issuing.pem").write_text(ev.chain_pem[0])
     (tmp_path / "root.pem").write_text(ev.chain_pem[1])
-    verify = subprocess.run(
+    verify = await asyncio.to_thread(
+        subprocess.run,
         ["openssl", "verify", "-CAfile", "root.pem", "-untrusted", "issuing.pem", "leaf.pem"],
-        cwd=tmp_path, capture_output=True, text=True,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
     )
     assert verify.returncode == 0, verify.stderr
 
 
-async def test_a_redelivered_or_repeated_request_yields_exactly_one_certificate(issuer, nats_client) -> None:
+async def test_a_redelivered_or_repeated_request_yields_exactly_one_certificate(
+    issuer, nats_client
+) -> None:
     issued = await Tap(nats_client, subjects.CERT_ISSUED).open()
     csr = user_csr("bob")
     first = CertRequested(request_id="req-bob", template="user-client", csr_pem=csr, owner="bob")
@@ -114,7 +130,9 @@ async def test_a_bad_csr_is_rejected_with_a_stable_code(issuer, nats_client) -> 
     csr, _ = make_csr("carol", [x509.RFC822Name("carol@example.com")])
     await publish(
         nats_client,
-        CertRequested(request_id="bad-sig", template="user-client", csr_pem=tampered(csr), owner="carol"),
+        CertRequested(
+            request_id="bad-sig", template="user-client", csr_pem=tampered(csr), owner="carol"
+        ),
         CertRequested(request_id="bad-template", template="no-such", csr_pem=user_csr("carol")),
     )
     await nats_client.jetstream().publish(
@@ -133,31 +151,54 @@ async def test_a_revocation_publishes_a_crl_listing_the_serial_with_its_reason(
     issued = await Tap(nats_client, subjects.CERT_ISSUED).open()
     crls = await Tap(nats_client, subjects.CRL_PUBLISHED).open()
     await crls.until(lambda s: any(b["ca"] == "issuing-ec" and not b["delta"] for b in s))
-    await publish(nats_client, CertRequested(request_id="req-dave", template="user-client",
-                                             csr_pem=user_csr("dave"), owner="dave"))
+    await publish(
+        nats_client,
+        CertRequested(
+            request_id="req-dave", template="user-client", csr_pem=user_csr("dave"), owner="dave"
+        ),
+    )
     [body] = await issued.until(lambda s: len(s) >= 1)
     before = max(b["crl_number"] for b in crls.seen)
     revoked_at = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
-    await publish(nats_client, CertRevoked(
-        cert_id=body["cert_id"], serial=body["serial"], issuer_ca="issuing-ec",
-        reason=RevocationReason.KEY_COMPROMISE, comment="laptop stolen", revoked_at=revoked_at,
-        invalidity_date=datetime(2026, 1, 1, tzinfo=UTC),
-    ))
-    seen = await crls.until(lambda s: any(b["crl_number"] > before and b["entries"] == 1
-                                          and not b["delta"] for b in s))
-    event = CrlPublished.model_validate(next(b for b in seen if b["crl_number"] > before and not b["delta"]))
+    await publish(
+        nats_client,
+        CertRevoked(
+            cert_id=body["cert_id"],
+            serial=body["serial"],
+            issuer_ca="issuing-ec",
+            reason=RevocationReason.KEY_COMPROMISE,
+            comment="laptop stolen",
+            revoked_at=revoked_at,
+            invalidity_date=datetime(2026, 1, 1, tzinfo=UTC),
+        ),
+    )
+    seen = await crls.until(
+        lambda s: any(b["crl_number"] > before and b["entries"] == 1 and not b["delta"] for b in s)
+    )
+    event = CrlPublished.model_validate(
+        next(b for b in seen if b["crl_number"] > before and not b["delta"])
+    )
     assert event.object_name == f"issuing-ec/{event.crl_number}.crl"
     obs = await nats_client.jetstream().object_store(subjects.OBJECT_BUCKET_CRLS)
     der = (await obs.get(event.object_name)).data
     (tmp_path / "crl.der").write_bytes(der)
-    text = subprocess.run(["openssl", "crl", "-inform", "DER", "-in", "crl.der", "-noout", "-text"],
-                          cwd=tmp_path, capture_output=True, text=True, check=True).stdout
+    listing = await asyncio.to_thread(
+        subprocess.run,
+        ["openssl", "crl", "-inform", "DER", "-in", "crl.der", "-noout", "-text"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    text = listing.stdout
     assert body["serial"].upper() in text.replace(":", "").upper()
     assert "Key Compromise" in text
     crl = x509.load_der_x509_crl(der)
     entry = crl.get_revoked_certificate_by_serial_number(parse_serial(body["serial"]))
     assert entry is not None and entry.revocation_date_utc == revoked_at
-    assert crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number == event.crl_number
+    assert (
+        crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number == event.crl_number
+    )
 
 
 async def test_a_burst_of_revocations_is_coalesced_into_a_handful_of_crls(
@@ -166,17 +207,28 @@ async def test_a_burst_of_revocations_is_coalesced_into_a_handful_of_crls(
     crls = await Tap(nats_client, subjects.CRL_PUBLISHED).open()
     await crls.until(lambda s: any(b["ca"] == "issuing-ec" for b in s))
     burst = [
-        CertRevoked(cert_id=f"c{i}", serial=format(0x10000 + i, "x"), issuer_ca="issuing-ec",
-                    reason=RevocationReason.CESSATION_OF_OPERATION, comment="offboarded",
-                    revoked_at=datetime(2026, 1, 1, tzinfo=UTC))
+        CertRevoked(
+            cert_id=f"c{i}",
+            serial=format(0x10000 + i, "x"),
+            issuer_ca="issuing-ec",
+            reason=RevocationReason.CESSATION_OF_OPERATION,
+            comment="offboarded",
+            revoked_at=datetime(2026, 1, 1, tzinfo=UTC),
+        )
         for i in range(1000)
     ]
     js = nats_client.jetstream()
-    await asyncio.gather(*(
-        js.publish(ev.subject, ev.model_dump_json().encode(), headers={"Nats-Msg-Id": ev.event_id})
-        for ev in burst
-    ))
-    seen = await crls.until(lambda s: any(b["entries"] == 1000 and not b["delta"] for b in s), timeout=30)
+    await asyncio.gather(
+        *(
+            js.publish(
+                ev.subject, ev.model_dump_json().encode(), headers={"Nats-Msg-Id": ev.event_id}
+            )
+            for ev in burst
+        )
+    )
+    seen = await crls.until(
+        lambda s: any(b["entries"] == 1000 and not b["delta"] for b in s), within=30
+    )
     full_after_burst = [b for b in seen if not b["delta"] and b["ca"] == "issuing-ec"][1:]
     assert 1 <= len(full_after_burst) <= 5
 
@@ -197,7 +249,9 @@ async def test_a_restarted_issuer_keeps_its_cas_and_continues_crl_numbers(
     try:
         assert second.issuer.cas.get("issuing-ec").certificate == ca_before
         await second.crls.publish_now("issuing-ec")
-        await crls.until(lambda s: max(b["crl_number"] for b in s if b["ca"] == "issuing-ec") > numbers_before)
+        await crls.until(
+            lambda s: max(b["crl_number"] for b in s if b["ca"] == "issuing-ec") > numbers_before
+        )
     finally:
         await second.app.stop()
     created = await (await Tap(nats_client, subjects.CA_CREATED).open()).drain(1.0)
@@ -209,11 +263,19 @@ async def test_a_renewal_request_with_a_new_csr_issues_the_same_subject_with_a_n
 ) -> None:
     issued = await Tap(nats_client, subjects.CERT_ISSUED).open()
     renewed = await Tap(nats_client, subjects.CERT_RENEWED).open()
-    await publish(nats_client, CertRequested(request_id="req-gina", template="user-client",
-                                             csr_pem=user_csr("gina"), owner="gina"))
+    await publish(
+        nats_client,
+        CertRequested(
+            request_id="req-gina", template="user-client", csr_pem=user_csr("gina"), owner="gina"
+        ),
+    )
     [old] = await issued.until(lambda s: len(s) >= 1)
-    await publish(nats_client, CertRenewalRequested(cert_id=old["cert_id"], request_id="renew-gina",
-                                                    csr_pem=user_csr("gina")))
+    await publish(
+        nats_client,
+        CertRenewalRequested(
+            cert_id=old["cert_id"], request_id="renew-gina", csr_pem=user_csr("gina")
+        ),
+    )
     seen = await issued.until(lambda s: len(s) >= 2)
     new = next(b for b in seen if b["request_id"] == "renew-gina")
     assert new["renewal_of"] == old["cert_id"] and new["subject_dn"] == old["subject_dn"]

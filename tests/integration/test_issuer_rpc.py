@@ -34,7 +34,8 @@ async def test_a_delegated_ocsp_signer_is_signed_for_the_revocation_service(call
     answer = await call("ocsp.signer", {"ca": "issuing-ec", "csr": csr_pem(csr)})
     cert = load_certificate(answer["certificate_pem"])
     assert list(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value) == [
-        ExtendedKeyUsageOID.OCSP_SIGNING]
+        ExtendedKeyUsageOID.OCSP_SIGNING
+    ]
     assert cert.extensions.get_extension_for_class(x509.OCSPNoCheck) is not None
     assert (cert.not_valid_after_utc - cert.not_valid_before_utc).days <= 31
     assert cert.public_key() == csr.public_key()
@@ -50,7 +51,9 @@ async def test_an_ocsp_signer_for_an_unknown_ca_is_refused(call) -> None:
 
 async def test_a_certificate_issued_here_can_be_looked_up_by_serial(call) -> None:
     csr, _ = make_csr("alice", [x509.RFC822Name("alice@example.com")])
-    issued = await call("enroll.csr", {"template": "user-client", "csr": csr_pem(csr), "owner": "alice"})
+    issued = await call(
+        "enroll.csr", {"template": "user-client", "csr": csr_pem(csr), "owner": "alice"}
+    )
     found = await call("certs.get", {"id": issued["serial"]})
     assert found["id"] == issued["id"]
     with pytest.raises(RpcError) as caught:

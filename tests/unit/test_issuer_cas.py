@@ -44,13 +44,19 @@ def test_a_second_start_reuses_the_same_cas(tmp_path: Path) -> None:
 def test_every_issuing_algorithm_gets_a_ca_chained_to_its_root(tmp_path: Path) -> None:
     cas = open_hierarchy(tmp_path, b"pw-4", select_cas([]), "http://pki.test")
     kinds = {c.name: c.key_type for c in cas.issuing()}
-    assert kinds == {"issuing-ec": "ec-p256", "issuing-rsa": "rsa-3072",
-                     "issuing-ed25519": "ed25519", "issuing-mldsa": "ml-dsa-65"}
+    assert kinds == {
+        "issuing-ec": "ec-p256",
+        "issuing-rsa": "rsa-3072",
+        "issuing-ed25519": "ed25519",
+        "issuing-mldsa": "ml-dsa-65",
+    }
     for ca in cas.issuing():
         ca.certificate.verify_directly_issued_by(ca.parent.certificate)
 
 
-def test_without_a_configured_passphrase_one_is_generated_privately_and_kept(tmp_path: Path) -> None:
+def test_without_a_configured_passphrase_one_is_generated_privately_and_kept(
+    tmp_path: Path,
+) -> None:
     settings = IssuerSettings(var_dir=tmp_path)
     first = settings.passphrase()
     path = tmp_path / "issuer" / "ca-passphrase"
@@ -61,4 +67,6 @@ def test_without_a_configured_passphrase_one_is_generated_privately_and_kept(tmp
 def test_the_passphrase_can_come_from_a_secret_file(tmp_path: Path) -> None:
     secret = tmp_path / "secret"
     secret.write_text("from-a-file\n")
-    assert IssuerSettings(var_dir=tmp_path, ca_passphrase_file=secret).passphrase() == b"from-a-file"
+    assert (
+        IssuerSettings(var_dir=tmp_path, ca_passphrase_file=secret).passphrase() == b"from-a-file"
+    )

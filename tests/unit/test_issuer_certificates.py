@@ -13,8 +13,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID
 
 from services.issuer.ca import open_hierarchy, select_cas
 from services.issuer.issuance import Enrollment, Issuer, issued_fields
-from services.issuer.templates import TemplateCatalog
 from services.issuer.settings import REPO_ROOT
+from services.issuer.templates import TemplateCatalog
 from services.issuer.testing import csr_pem, make_csr, user_csr
 from shared.clock import FixedClock
 from shared.pki import pem
@@ -25,8 +25,13 @@ NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
 
 @pytest.fixture(scope="module")
 def cas(tmp_path_factory):
-    return open_hierarchy(tmp_path_factory.mktemp("keys"), b"unit-test-passphrase",
-                          select_cas(["issuing-ec"]), BASE, FixedClock(NOW))
+    return open_hierarchy(
+        tmp_path_factory.mktemp("keys"),
+        b"unit-test-passphrase",
+        select_cas(["issuing-ec"]),
+        BASE,
+        FixedClock(NOW),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -44,19 +49,26 @@ def test_a_user_client_certificate_carries_exactly_the_profiles_extensions(issue
     cert, _, _ = issue(issuer, user_csr("alice"))
     oids = {ext.oid for ext in cert.extensions}
     assert oids == {
-        ExtensionOID.BASIC_CONSTRAINTS, ExtensionOID.KEY_USAGE, ExtensionOID.EXTENDED_KEY_USAGE,
-        ExtensionOID.SUBJECT_KEY_IDENTIFIER, ExtensionOID.AUTHORITY_KEY_IDENTIFIER,
-        ExtensionOID.SUBJECT_ALTERNATIVE_NAME, ExtensionOID.CRL_DISTRIBUTION_POINTS,
-        ExtensionOID.AUTHORITY_INFORMATION_ACCESS, ExtensionOID.FRESHEST_CRL,
+        ExtensionOID.BASIC_CONSTRAINTS,
+        ExtensionOID.KEY_USAGE,
+        ExtensionOID.EXTENDED_KEY_USAGE,
+        ExtensionOID.SUBJECT_KEY_IDENTIFIER,
+        ExtensionOID.AUTHORITY_KEY_IDENTIFIER,
+        ExtensionOID.SUBJECT_ALTERNATIVE_NAME,
+        ExtensionOID.CRL_DISTRIBUTION_POINTS,
+        ExtensionOID.AUTHORITY_INFORMATION_ACCESS,
+        ExtensionOID.FRESHEST_CRL,
     }
     bc = cert.extensions.get_extension_for_class(x509.BasicConstraints)
     assert bc.critical and not bc.value.ca
     ku = cert.extensions.get_extension_for_class(x509.KeyUsage)
     assert ku.critical and ku.value.digital_signature and not ku.value.key_encipherment
     assert list(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value) == [
-        ExtendedKeyUsageOID.CLIENT_AUTH]
-    assert cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
-        x509.RFC822Name) == ["alice@example.com"]
+        ExtendedKeyUsageOID.CLIENT_AUTH
+    ]
+    assert cert.extensions.get_extension_for_class(
+        x509.SubjectAlternativeName
+    ).value.get_values_for_type(x509.RFC822Name) == ["alice@example.com"]
 
 
 def test_public_urls_point_at_the_issuing_cas_crl_ocsp_and_certificate(issuer) -> None:
@@ -65,8 +77,10 @@ def test_public_urls_point_at_the_issuing_cas_crl_ocsp_and_certificate(issuer) -
     assert [n.value for n in dp.full_name] == [f"{BASE}/crl/issuing-ec.crl"]
     [fresh] = cert.extensions.get_extension_for_class(x509.FreshestCRL).value
     assert [n.value for n in fresh.full_name] == [f"{BASE}/crl/issuing-ec-delta.crl"]
-    aia = {d.access_method: d.access_location.value
-           for d in cert.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value}
+    aia = {
+        d.access_method: d.access_location.value
+        for d in cert.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
+    }
     assert aia[x509.AuthorityInformationAccessOID.OCSP] == f"{BASE}/ocsp"
     assert aia[x509.AuthorityInformationAccessOID.CA_ISSUERS] == f"{BASE}/ca/issuing-ec.crt"
 
@@ -92,8 +106,12 @@ def test_validity_is_utc_backdated_a_little_and_as_long_as_the_template_says(iss
 
 
 def test_validity_never_runs_past_the_issuing_cas(cas) -> None:
-    late = Issuer(cas, TemplateCatalog(REPO_ROOT / "infra/templates.yaml"), BASE,
-                  FixedClock(cas.get("issuing-ec").certificate.not_valid_after_utc - timedelta(days=10)))
+    late = Issuer(
+        cas,
+        TemplateCatalog(REPO_ROOT / "infra/templates.yaml"),
+        BASE,
+        FixedClock(cas.get("issuing-ec").certificate.not_valid_after_utc - timedelta(days=10)),
+    )
     cert, _, _ = issue(late, user_csr("alice"))
     assert cert.not_valid_after_utc == cas.get("issuing-ec").certificate.not_valid_after_utc
 
@@ -105,9 +123,22 @@ def test_openssl_verifies_the_chain_for_client_authentication(issuer, tmp_path: 
     (tmp_path / "issuing.pem").write_text(fields["chain_pem"][0])
     (tmp_path / "root.pem").write_text(fields["chain_pem"][1])
     result = subprocess.run(
-        ["openssl", "verify", "-purpose", "sslclient", "-attime", str(int(NOW.timestamp()) + 60),
-         "-CAfile", "root.pem", "-untrusted", "issuing.pem", "leaf.pem"],
-        cwd=tmp_path, capture_output=True, text=True,
+        [
+            "openssl",
+            "verify",
+            "-purpose",
+            "sslclient",
+            "-attime",
+            str(int(NOW.timestamp()) + 60),
+            "-CAfile",
+            "root.pem",
+            "-untrusted",
+            "issuing.pem",
+            "leaf.pem",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0 and "leaf.pem: OK" in result.stdout, result.stderr
 
@@ -115,19 +146,29 @@ def test_openssl_verifies_the_chain_for_client_authentication(issuer, tmp_path: 
 def test_cryptographys_path_verifier_accepts_the_client_certificate(issuer, cas) -> None:
     cert, _, _ = issue(issuer, user_csr("alice"))
     store = verification.Store([cas.get("root").certificate])
-    verifier = (verification.PolicyBuilder().store(store).time(NOW + timedelta(minutes=1))
-                .build_client_verifier())
+    verifier = (
+        verification.PolicyBuilder()
+        .store(store)
+        .time(NOW + timedelta(minutes=1))
+        .build_client_verifier()
+    )
     verified = verifier.verify(cert, [cas.get("issuing-ec").certificate])
     assert verified.chain[-1] == cas.get("root").certificate
     assert x509.RFC822Name("alice@example.com") in verified.subjects
 
 
-def test_cryptographys_path_verifier_accepts_a_tls_server_certificate_for_its_name(issuer, cas) -> None:
+def test_cryptographys_path_verifier_accepts_a_tls_server_certificate_for_its_name(
+    issuer, cas
+) -> None:
     csr, _ = make_csr("www.example.com", [x509.DNSName("www.example.com")])
     cert, _, _ = issue(issuer, csr_pem(csr), template="tls-server", owner=None)
     store = verification.Store([cas.get("root").certificate])
-    verifier = (verification.PolicyBuilder().store(store).time(NOW + timedelta(minutes=1))
-                .build_server_verifier(x509.DNSName("www.example.com")))
+    verifier = (
+        verification.PolicyBuilder()
+        .store(store)
+        .time(NOW + timedelta(minutes=1))
+        .build_server_verifier(x509.DNSName("www.example.com"))
+    )
     chain = verifier.verify(cert, [cas.get("issuing-ec").certificate])
     assert chain[0] == cert
 

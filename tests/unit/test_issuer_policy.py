@@ -20,13 +20,18 @@ from services.issuer.testing import csr_pem, make_csr, make_key, tampered, user_
 
 @pytest.fixture(scope="module")
 def issuer(tmp_path_factory):
-    cas = open_hierarchy(tmp_path_factory.mktemp("keys"), b"unit-test-passphrase",
-                         select_cas(["issuing-ec", "issuing-rsa"]), "http://pki.test")
+    cas = open_hierarchy(
+        tmp_path_factory.mktemp("keys"),
+        b"unit-test-passphrase",
+        select_cas(["issuing-ec", "issuing-rsa"]),
+        "http://pki.test",
+    )
     return Issuer(cas, TemplateCatalog(REPO_ROOT / "infra/templates.yaml"), "http://pki.test")
 
 
-def refusal(issuer, csr: str | None, template: str = "user-client", owner: str | None = "alice",
-            **kw) -> Rejection:
+def refusal(
+    issuer, csr: str | None, template: str = "user-client", owner: str | None = "alice", **kw
+) -> Rejection:
     with pytest.raises(Rejection) as caught:
         issuer.prepare(Enrollment(request_id="r", template=template, csr=csr, owner=owner, **kw))
     return caught.value
@@ -50,7 +55,10 @@ def test_rsa_1024_is_too_weak(issuer) -> None:
 
 def test_rsa_2048_is_accepted_for_user_client(issuer) -> None:
     csr, _ = make_csr("alice", [x509.RFC822Name("alice@example.com")], key=make_key("rsa-2048"))
-    assert issuer.prepare(Enrollment("r", "user-client", csr_pem(csr), owner="alice")).key_type == "rsa-2048"
+    assert (
+        issuer.prepare(Enrollment("r", "user-client", csr_pem(csr), owner="alice")).key_type
+        == "rsa-2048"
+    )
 
 
 def test_a_curve_the_template_does_not_list_is_refused(issuer) -> None:
@@ -65,8 +73,11 @@ def test_ed25519_is_refused_where_the_template_does_not_allow_it(issuer) -> None
 
 
 def test_a_request_for_a_ca_certificate_is_refused(issuer) -> None:
-    csr, _ = make_csr("alice", [x509.RFC822Name("alice@example.com")],
-                      extra=[(x509.BasicConstraints(ca=True, path_length=None), True)])
+    csr, _ = make_csr(
+        "alice",
+        [x509.RFC822Name("alice@example.com")],
+        extra=[(x509.BasicConstraints(ca=True, path_length=None), True)],
+    )
     r = refusal(issuer, csr_pem(csr))
     assert r.code == "ca_request_refused" and "CA:TRUE" in r.message
 
@@ -77,8 +88,11 @@ def test_the_cn_must_be_the_requesting_user(issuer) -> None:
 
 
 def test_a_subject_attribute_outside_the_template_is_refused(issuer) -> None:
-    csr, _ = make_csr("alice", [x509.RFC822Name("alice@example.com")],
-                      attributes=[x509.NameAttribute(NameOID.LOCALITY_NAME, "Paris")])
+    csr, _ = make_csr(
+        "alice",
+        [x509.RFC822Name("alice@example.com")],
+        attributes=[x509.NameAttribute(NameOID.LOCALITY_NAME, "Paris")],
+    )
     r = refusal(issuer, csr_pem(csr))
     assert r.code == "subject_attribute_not_allowed" and "L" in r.message
 
@@ -113,11 +127,16 @@ def test_a_cn_that_breaks_the_templates_pattern_is_refused(issuer) -> None:
 
 
 def test_required_metadata_must_be_given(issuer) -> None:
-    csr, _ = make_csr("release", attributes=[x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Ex")],
-                      key=make_key("ec-p384"))
+    csr, _ = make_csr(
+        "release",
+        attributes=[x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Ex")],
+        key=make_key("ec-p384"),
+    )
     r = refusal(issuer, csr_pem(csr), template="code-signing", owner=None)
     assert r.code == "metadata_missing" and "approved_by" in r.message
-    leaf = issuer.prepare(Enrollment("r", "code-signing", csr_pem(csr), metadata={"approved_by": "cab"}))
+    leaf = issuer.prepare(
+        Enrollment("r", "code-signing", csr_pem(csr), metadata={"approved_by": "cab"})
+    )
     assert leaf.ca.name == "issuing-rsa"
 
 
@@ -127,8 +146,9 @@ def test_an_unknown_template_is_named(issuer) -> None:
 
 
 def test_requested_extensions_other_than_sans_are_not_copied(issuer) -> None:
-    csr, _ = make_csr("alice", [x509.RFC822Name("alice@example.com")],
-                      extra=[(x509.OCSPNoCheck(), False)])
+    csr, _ = make_csr(
+        "alice", [x509.RFC822Name("alice@example.com")], extra=[(x509.OCSPNoCheck(), False)]
+    )
     leaf = issuer.prepare(Enrollment("r", "user-client", csr_pem(csr), owner="alice"))
     cert = issuer.sign(leaf, x509.random_serial_number())
     with pytest.raises(x509.ExtensionNotFound):

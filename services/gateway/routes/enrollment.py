@@ -57,12 +57,16 @@ async def _enroll(bus: Bus, op: str, body: BaseModel, request: Request) -> dict[
 
 
 @router.post("/csr", status_code=201, summary="Issue a certificate for a CSR")
-async def enroll_csr(body: CsrEnrollment, request: Request, bus: Bus = Depends(get_bus)) -> dict[str, Any]:
+async def enroll_csr(
+    body: CsrEnrollment, request: Request, bus: Bus = Depends(get_bus)
+) -> dict[str, Any]:
     return await _enroll(bus, "enroll.csr", body, request)
 
 
 @router.post("/pfx", status_code=201, summary="Make a key on the server and return a PKCS#12")
-async def enroll_pfx(body: PfxEnrollment, request: Request, bus: Bus = Depends(get_bus)) -> dict[str, Any]:
+async def enroll_pfx(
+    body: PfxEnrollment, request: Request, bus: Bus = Depends(get_bus)
+) -> dict[str, Any]:
     return await _enroll(bus, "enroll.pfx", body, request)
 
 
