@@ -22,7 +22,7 @@ from shared.events import (
 )
 from shared.runtime import ServiceRuntime
 from tests.integration.test_inventory_flows import requested_from
-from tests.inventory_kit import BusReader, TestCA, publish
+from tests.inventory_kit import BusReader, TestCA, eventually, publish
 
 pytestmark = pytest.mark.integration
 
@@ -103,9 +103,15 @@ async def test_a_disable_mode_offboarding_completes_when_every_certificate_is_di
     await reader.take(subjects.AGENT_JOBS_WILDCARD, 1)
 
     await publish(nats_client, UserOffboarded(user="hana", mode=OffboardingMode.DISABLE))
-    assert await reader.none_more(subjects.USER_OFFBOARDING_COMPLETED) == []
-    progress = await rpc(nats_client, "offboarding.get", {"user": "hana"})
+
+    async def opened() -> dict[str, Any] | None:
+        reply = await nats_client.request(subjects.rpc("inventory", "offboarding.get"),
+                                          json.dumps({"user": "hana"}).encode(), timeout=10)
+        return json.loads(reply.data).get("result")
+
+    progress = await eventually(opened)
     assert progress["status"] == "open" and progress["pending"]["not_revoked"] == [issued.cert_id]
+    assert await reader.none_more(subjects.USER_OFFBOARDING_COMPLETED) == []
 
     await publish(
         nats_client,
