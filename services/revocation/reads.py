@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import Row, event
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+from sqlalchemy.sql import Executable
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared.db import Database, normalise_url
@@ -45,6 +47,12 @@ class ReadView:
             return
         async with self._sessions() as session:
             yield session
+
+    async def first(self, statement: Executable) -> Row[Any] | None:
+        """One row of a Core statement, without the ORM: the OCSP hot path."""
+        engine = self.engine if self._own else self._fallback.engine
+        async with engine.connect() as connection:
+            return (await connection.execute(statement)).first()
 
     async def dispose(self) -> None:
         if self._own:

@@ -7,6 +7,8 @@ import contextlib
 import logging
 
 from cryptography import x509
+from sqlalchemy import and_, bindparam
+from sqlalchemy import select as sa_select
 from sqlmodel import select
 
 from services.revocation.models import KnownCa, KnownCertificate, Revocation
@@ -18,6 +20,22 @@ from shared.db import Database
 from shared.pki import RevocationReason, render_serial
 
 log = logging.getLogger("certbus.revocation.status")
+
+_certs = KnownCertificate.__table__  # type: ignore[attr-defined]
+_revocations = Revocation.__table__  # type: ignore[attr-defined]
+_STATUS = (
+    sa_select(_certs.c.cert_id, _revocations.c.revoked_at, _revocations.c.reason)
+    .select_from(
+        _certs.outerjoin(
+            _revocations,
+            and_(
+                _revocations.c.issuer_ca == _certs.c.issuer_ca,
+                _revocations.c.serial == _certs.c.serial,
+            ),
+        )
+    )
+    .where(_certs.c.issuer_ca == bindparam("ca"), _certs.c.serial == bindparam("serial"))
+)
 
 
 class RevocationAuthority:
@@ -32,22 +50,10 @@ class RevocationAuthority:
 
     async def status(self, ca: str, serial: int) -> CertificateStatus:
         text = render_serial(serial)
-        async with self._db.session() as session:
-            known = (
-                await session.exec(
-                    select(KnownCertificate.cert_id).where(
-                        KnownCertificate.issuer_ca == ca, KnownCertificate.serial == text
-                    )
-                )
-            ).first()
-            if known is None:
-                return CertificateStatus(known=False)
-            row = (
-                await session.exec(
-                    select(Revocation).where(Revocation.issuer_ca == ca, Revocation.serial == text)
-                )
-            ).first()
+        row = await self._db.first(_STATUS.params(ca=ca, serial=text))
         if row is None:
+            return CertificateStatus(known=False)
+        if row.revoked_at is None:
             return CertificateStatus(known=True)
         return CertificateStatus(
             known=True, revoked_at=as_utc(row.revoked_at), reason=RevocationReason(row.reason)
