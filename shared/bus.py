@@ -117,8 +117,12 @@ def durable_consumer(
     max_deliver: int = 8,
     ack_wait: float = 30.0,
     model: type[Event] | None = None,
+    max_wait: float = 1.0,
 ) -> None:
     """Bind ``handler`` to a durable pull consumer of ``subject`` for ``service``.
+
+    ``max_wait`` bounds how long one pull waits for its batch to fill: it is also the latency a
+    lone message can see, since a pull that got fewer messages than ``batch_size`` waits it out.
 
     The handler takes a list of events and should commit their effects in one transaction.
     If it raises, each message of the batch is retried on its own; one that keeps failing is
@@ -155,7 +159,7 @@ def durable_consumer(
         subject,
         stream=JStream(subjects.stream_for(subject), declare=False),
         durable=durable,
-        pull_sub=PullSub(batch_size=batch_size, timeout=1.0, batch=True),
+        pull_sub=PullSub(batch_size=batch_size, timeout=max_wait, batch=True),
         config=ConsumerConfig(
             durable_name=durable, max_deliver=max_deliver, ack_wait=ack_wait, max_ack_pending=20000
         ),

@@ -89,6 +89,7 @@ class ServiceRuntime:
         batch_size: int = 100,
         model: type[Event] | None = None,
         ack_wait: float = 30.0,
+        max_wait: float | None = None,
     ) -> None:
         durable_consumer(
             self.broker,
@@ -101,6 +102,7 @@ class ServiceRuntime:
             max_deliver=self.settings.max_deliver,
             ack_wait=ack_wait,
             model=model,
+            max_wait=max_wait if max_wait is not None else self.settings.consumer_max_wait,
         )
 
     def rpc(self, operation: str, fn: RpcHandler) -> None:

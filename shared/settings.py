@@ -25,6 +25,11 @@ class CommonSettings(BaseSettings):
     public_base_url: str = "http://127.0.0.1:8081"
     log_level: str = "INFO"
     max_deliver: int = 8
+    consumer_max_wait: float = Field(
+        default=1.0,
+        description="Seconds a consumer's pull waits to fill its batch: the most a lone event "
+        "waits before its handler runs. Lower means less latency and more polling.",
+    )
     rpc_timeout: float = 5.0
     stream_replicas: int = Field(
         default=1, ge=1, le=5,

@@ -13,3 +13,4 @@ class AgentSettings(CommonSettings):
     post_install_timeout: float = 60.0
     agent_version: str = "1"
     store_password: str = "changeit"
+    consumer_max_wait: float = 0.2

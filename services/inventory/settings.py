@@ -11,6 +11,7 @@ class InventorySettings(CommonSettings):
     inventory_database_url: str | None = None
     policy_file: Path = Path("infra/policy.yaml")
     agent_offline_after_seconds: float = 90.0
+    consumer_max_wait: float = 0.25
 
     def database(self) -> str:
         return self.database_url_for("inventory", self.inventory_database_url)
