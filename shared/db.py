@@ -58,6 +58,22 @@ def _sqlite_pragmas(engine: AsyncEngine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+def _sqlite_reader(url: str) -> AsyncEngine:
+    """Pooled, query-only connections in autocommit mode: readers of a WAL database neither
+    wait for the write lock nor open the file again for every call."""
+    engine = create_async_engine(url, connect_args={"timeout": 30}, pool_size=4, max_overflow=4)
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _connect(dbapi_connection, _record):  # type: ignore[no-untyped-def]
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA query_only=ON")
+        cursor.close()
+
+    return engine
+
+
 class Database:
     """An engine plus a session factory; ``transaction()`` commits or rolls back as one."""
 
@@ -65,6 +81,9 @@ class Database:
         self.schema = schema
         self.engine = make_engine(url, schema)
         self._sessions = async_sessionmaker(self.engine, class_=AsyncSession, expire_on_commit=False)
+        self._url = normalise_url(url)
+        self._reader: AsyncEngine | None = None
+        self._readers: async_sessionmaker[AsyncSession] | None = None
 
     async def create_all(self, metadata=SQLModel.metadata, tables=None) -> None:  # type: ignore[no-untyped-def]
         async with self.engine.begin() as conn:
@@ -82,5 +101,24 @@ class Database:
         async with self._sessions() as session:
             yield session
 
+    @asynccontextmanager
+    async def reading(self) -> AsyncIterator[AsyncSession]:
+        """A session that only reads (it cannot write on SQLite); cheap to open, runs alongside
+        writers. Each statement sees what was committed when it ran."""
+        if not is_sqlite(self.engine):
+            async with self._sessions() as session:
+                yield session
+            return
+        if self._readers is None:
+            self._reader = _sqlite_reader(self._url)
+            self._readers = async_sessionmaker(
+                self._reader, class_=AsyncSession, expire_on_commit=False
+            )
+        async with self._readers() as session:
+            yield session
+
     async def dispose(self) -> None:
         await self.engine.dispose()
+        if self._reader is not None:
+            await self._reader.dispose()
+            self._reader, self._readers = None, None

@@ -108,6 +108,12 @@ class Definitions:
         ).all()
         return [_from_row(r) for r in rows]
 
+    async def named(self, names: list[str]) -> dict[str, FieldDefinition]:
+        if not names:
+            return {}
+        query = select(FieldDefinitionRow).where(col(FieldDefinitionRow.name).in_(names))
+        return {r.name: _from_row(r) for r in (await self._s.exec(query)).all()}
+
     async def get(self, name: str) -> FieldDefinition | None:
         row = await self._s.get(FieldDefinitionRow, name)
         return _from_row(row) if row else None

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from pydantic import BaseModel, Field, model_validator
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.metadata.definitions import (
     Definitions,
@@ -80,6 +82,10 @@ class MetadataHandlers:
         self._rt = runtime
         self._clock = clock
         self._strict = strict
+
+    def _reading(self) -> AbstractAsyncContextManager[AsyncSession]:
+        assert self._rt.db is not None
+        return self._rt.db.reading()
 
     def _values(self, uow: UnitOfWork) -> MetadataValues:
         return MetadataValues(uow.session, self._clock.now())
@@ -163,8 +169,8 @@ class MetadataHandlers:
     async def get(self, request: dict[str, Any]) -> dict[str, Any]:
         """The metadata of one certificate (by id, thumbprint or serial)."""
         req = GetRequest.model_validate(request)
-        async with self._rt.unit_of_work() as uow:
-            values = self._values(uow)
+        async with self._reading() as session:
+            values = MetadataValues(session, self._clock.now())
             cert_id = await _resolve(values, req.cert_id)
             return {"cert_id": cert_id, "fields": await values.fields(cert_id)}
 
@@ -210,10 +216,10 @@ class MetadataHandlers:
     async def compare(self, request: dict[str, Any]) -> dict[str, Any]:
         """The access valve's question: do this certificate's values match what is expected?"""
         req = CompareRequest.model_validate(request)
-        async with self._rt.unit_of_work() as uow:
-            values = self._values(uow)
-            definitions = await self._definitions(uow)
+        async with self._reading() as session:
+            values = MetadataValues(session, self._clock.now())
             cert_id = await _resolve(values, req.cert_id, req.thumbprint)
+            definitions = await Definitions(session).named(list(req.expected))
             expected = {
                 name: _expected(definitions.get(name), v) for name, v in req.expected.items()
             }
@@ -222,15 +228,15 @@ class MetadataHandlers:
     async def history(self, request: dict[str, Any]) -> dict[str, Any]:
         """Every change of one certificate's metadata, oldest first."""
         req = GetRequest.model_validate(request)
-        async with self._rt.unit_of_work() as uow:
-            values = self._values(uow)
+        async with self._reading() as session:
+            values = MetadataValues(session, self._clock.now())
             cert_id = await _resolve(values, req.cert_id)
             return {"cert_id": cert_id, "items": await values.history(cert_id)}
 
     async def fields_list(self, _request: dict[str, Any]) -> dict[str, Any]:
         """The defined metadata fields: name, type, required, default."""
-        async with self._rt.unit_of_work() as uow:
-            return {"items": [d.describe() for d in await Definitions(uow.session).all()]}
+        async with self._reading() as session:
+            return {"items": [d.describe() for d in await Definitions(session).all()]}
 
     async def fields_define(self, request: dict[str, Any]) -> dict[str, Any]:
         """Define or redefine a field; its default applies to certificates issued from now on."""

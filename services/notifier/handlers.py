@@ -184,7 +184,7 @@ class NotifierHandlers:
     async def deliveries_list(self, request: dict[str, Any]) -> dict[str, Any]:
         """The delivery log, newest first, filtered by event, subject, status or channel."""
         req = ListRequest.model_validate(request)
-        async with self._rt.db.session() as session:  # type: ignore[union-attr]
+        async with self._rt.db.reading() as session:  # type: ignore[union-attr]
             items, total = await DeliveryLog(session, self._clock.now()).list(**req.model_dump())
         return {"items": items, "total": total}
 
