@@ -23,6 +23,7 @@ from services.inventory.tables import (
     User,
     UserDevice,
 )
+from services.inventory.reads import Reads
 from services.inventory.timeutil import iso
 from shared.bus import RpcError
 from shared.clock import utcnow
@@ -44,10 +45,9 @@ def _required(req: dict[str, Any], key: str) -> str:
 
 
 class AdminApi:
-    def __init__(self, rt: ServiceRuntime, offline_after: float) -> None:
+    def __init__(self, rt: ServiceRuntime, offline_after: float, reads: Reads) -> None:
         self.rt = rt
-        assert rt.db is not None
-        self.db = rt.db
+        self.db = reads
         self.offline_after = offline_after
 
     async def _cert(self, session: AsyncSession, ident: str) -> Certificate:

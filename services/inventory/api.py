@@ -8,10 +8,10 @@ from sqlalchemy import and_, func
 from sqlmodel import select
 
 from services.inventory import catalog, query
+from services.inventory.reads import Reads
 from services.inventory.tables import Certificate
 from shared.bus import RpcError
 from shared.clock import utcnow
-from shared.db import Database
 from shared.runtime import ServiceRuntime
 
 MAX_LIMIT = 10000
@@ -31,7 +31,7 @@ def status_filter(status: str) -> Any:
 
 
 class InventoryApi:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Reads) -> None:
         self.db = db
 
     async def certs_list(self, req: dict[str, Any]) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from services.inventory.admin_api import AdminApi
 from services.inventory.api import InventoryApi
 from services.inventory.handlers import Handlers, register
 from services.inventory.indexes import ensure_search_indexes
+from services.inventory.reads import read_view
 from services.inventory.settings import InventorySettings
 from services.inventory.tables import TABLES
 from shared.db import Database
@@ -21,7 +22,10 @@ def build(settings: InventorySettings | None = None) -> ServiceRuntime:
     rt = ServiceRuntime(SERVICE, settings, db=db, tables=TABLES)
     policy = policy_module.load(settings.policy_path())
     register(rt, Handlers(rt, policy))
-    InventoryApi(db).register(rt)
-    AdminApi(rt, settings.agent_offline_after_seconds).register()
+    reads = read_view(db, settings.database())
+    InventoryApi(reads).register(rt)
+    AdminApi(rt, settings.agent_offline_after_seconds, reads).register()
+    if reads is not db:
+        rt.on_shutdown(reads.dispose)
     rt.on_startup(lambda: ensure_search_indexes(db))
     return rt

@@ -1,0 +1,183 @@
+"""Job fan-out: one burst of work pushed to 200 agents on a real nats-server.
+
+Inventory (SQLite) receives 200 onboardings at once and sends each machine's agent a
+re-enrollment job; every agent (the real agent runtime, in-process, each with its own NATS
+connection and durable consumer) makes a key and a CSR; a stand-in issuer signs; inventory
+sends the install job; the agent writes the store and reports. Measured: time from the push
+until every agent reported its certificate installed.
+
+The baseline, in the same run and on the same server: the transport floor — a job published to
+each of 200 durable consumers (raw nats-py) that each answer with one completion event.
+
+    CERTBUS_BENCH_AGENTS=200 python -m tests.bench fanout
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import nats
+
+from services.agent.app import build as build_agent
+from services.agent.settings import AgentSettings
+from services.inventory.app import build as build_inventory
+from services.inventory.settings import InventorySettings
+from shared import subjects
+from shared.bus import ensure_streams
+from shared.events import CertRequested, UserOnboarded
+from shared.testing.servers import NatsServer
+from tests.bench.common import report
+from tests.inventory_kit import TestCA
+
+AGENTS = int(os.environ.get("CERTBUS_BENCH_AGENTS", "200"))
+
+
+async def stand_in_issuer(nc: Any, ca: TestCA, stop: asyncio.Event) -> None:
+    js = nc.jetstream()
+    sub = await js.pull_subscribe(subjects.CERT_REQUESTED, durable="bench-issuer")
+    while not stop.is_set():
+        try:
+            msgs = await sub.fetch(100, timeout=0.2)
+        except TimeoutError:
+            continue
+        issued = [ca.issue(CertRequested.model_validate_json(m.data)) for m in msgs]
+        await asyncio.gather(
+            *(
+                js.publish(
+                    e.subject, e.model_dump_json().encode(), headers={"Nats-Msg-Id": e.event_id}
+                )
+                for e in issued
+            )
+        )
+        await asyncio.gather(*(m.ack() for m in msgs))
+
+
+async def count_until(nc: Any, subject: str, n: int, marks: dict[str, float], key: str) -> None:
+    sub = await nc.jetstream().pull_subscribe(subject, durable=f"bench-count-{key}")
+    seen = 0
+    while seen < n:
+        try:
+            msgs = await sub.fetch(min(500, n - seen), timeout=0.5)
+        except TimeoutError:
+            continue
+        seen += len(msgs)
+        await asyncio.gather(*(m.ack() for m in msgs))
+    marks[key] = time.perf_counter()
+
+
+async def certbus_fanout(url: str, work: Path) -> dict[str, Any]:
+    inventory = build_inventory(
+        InventorySettings(
+            nats_url=url, inventory_database_url=f"sqlite+aiosqlite:///{work / 'inventory.db'}"
+        )
+    )
+    machines = [f"bench-{i:03d}.example.com" for i in range(AGENTS)]
+    agents = [build_agent(AgentSettings(nats_url=url, machine=m, root=work / m,
+                                        heartbeat_seconds=300)) for m in machines]  # fmt: skip
+    await inventory.app.start()
+    started = time.perf_counter()
+    for a in agents:
+        await a.app.start()
+    print(f"  {AGENTS} agents started in {time.perf_counter() - started:.1f}s", flush=True)
+    nc = await nats.connect(url)
+    stop = asyncio.Event()
+    issuer = asyncio.create_task(stand_in_issuer(nc, TestCA(), stop))
+    marks: dict[str, float] = {}
+    watchers = [
+        asyncio.create_task(count_until(nc, subjects.CERT_REQUESTED, AGENTS, marks, "csrs")),
+        asyncio.create_task(count_until(nc, subjects.CERT_INSTALLED, AGENTS, marks, "installed")),
+    ]
+    await asyncio.sleep(0.5)
+    js = nc.jetstream()
+    events = [UserOnboarded(user=f"user{i:03d}", email=f"user{i:03d}@example.com",
+                            devices=[m]) for i, m in enumerate(machines)]  # fmt: skip
+    push = time.perf_counter()
+    await asyncio.gather(
+        *(
+            js.publish(e.subject, e.model_dump_json().encode(), headers={"Nats-Msg-Id": e.event_id})
+            for e in events
+        )
+    )
+    await asyncio.wait_for(asyncio.gather(*watchers), timeout=600)
+    stop.set()
+    await issuer
+    await nc.close()
+    installed = sum(1 for m in machines if (work / m / "certs" / "user-client").is_dir())
+    for a in agents:
+        await a.app.stop()
+    await inventory.app.stop()
+    return {
+        "agents": AGENTS,
+        "all_csrs_seconds": round(marks["csrs"] - push, 3),
+        "all_installed_seconds": round(marks["installed"] - push, 3),
+        "stores_written": installed,
+    }
+
+
+async def transport_floor(url: str) -> float:
+    """Raw nats-py: a job to each of N durable consumers, each answering one completion."""
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    machines = [f"floor-{i:03d}" for i in range(AGENTS)]
+    subs = [await js.pull_subscribe(subjects.agent_jobs(m), durable=f"floor-{i}")
+            for i, m in enumerate(machines)]  # fmt: skip
+    done = await js.pull_subscribe(subjects.AGENT_JOB_COMPLETED, durable="floor-done")
+
+    async def agent(sub: Any, machine: str) -> None:
+        while True:
+            try:
+                (msg,) = await sub.fetch(1, timeout=5)
+                break
+            except TimeoutError:
+                continue
+        body = json.dumps(
+            {"job_id": json.loads(msg.data)["job_id"], "machine": machine, "kind": "reenroll"}
+        ).encode()
+        await js.publish(subjects.AGENT_JOB_COMPLETED, body)
+        await msg.ack()
+
+    workers = [asyncio.create_task(agent(s, m)) for s, m in zip(subs, machines, strict=True)]
+    await asyncio.sleep(0.2)
+    start = time.perf_counter()
+    await asyncio.gather(
+        *(js.publish(subjects.agent_jobs(m), json.dumps({"job_id": m}).encode()) for m in machines)
+    )
+    seen = 0
+    while seen < AGENTS:
+        try:
+            msgs = await done.fetch(AGENTS - seen, timeout=1)
+        except TimeoutError:
+            continue
+        seen += len(msgs)
+    elapsed = time.perf_counter() - start
+    await asyncio.gather(*workers)
+    await nc.close()
+    return elapsed
+
+
+async def run() -> dict[str, Any]:
+    work = Path(tempfile.mkdtemp(prefix="certbus-fanout-"))
+    server = NatsServer(store_dir=work / "js", log_file=work / "nats.log").start()
+    try:
+        await ensure_streams(server.url)
+        floor = await transport_floor(server.url)
+        figures = await certbus_fanout(server.url, work)
+    finally:
+        server.stop()
+    figures["baseline_transport_round_trip_seconds"] = round(floor, 3)
+    figures["ratio_installed_vs_transport"] = round(figures["all_installed_seconds"] / floor, 1)
+    return figures
+
+
+def main() -> dict[str, Any]:
+    return report("job_fanout", asyncio.run(run()))
+
+
+if __name__ == "__main__":
+    main()
