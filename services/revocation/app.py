@@ -83,7 +83,9 @@ def wire(settings: RevocationSettings | None = None) -> RevocationService:
     )
     reads = ReadView(settings.db_url(), db)
     responder = Responder(
-        RevocationAuthority(reads, keyring), timedelta(seconds=settings.ocsp_validity_seconds)
+        RevocationAuthority(reads, keyring),
+        timedelta(seconds=settings.ocsp_validity_seconds),
+        cache_for=timedelta(seconds=settings.ocsp_cache_seconds),
     )
     provisioner = SignerProvisioner(db, keyring)
 

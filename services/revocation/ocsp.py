@@ -25,6 +25,10 @@ from shared.pki import RevocationReason
 
 log = logging.getLogger("certbus.revocation.ocsp")
 
+# Answers change the moment a revocation lands, so HTTP intermediaries must not keep them;
+# the responder's own caches are invalidated instead.
+NO_STORE = {"Cache-Control": "no-store"}
+
 _HASHES: dict[str, Callable[[], hashes.HashAlgorithm]] = {
     "sha1": hashes.SHA1,
     "sha256": hashes.SHA256,
@@ -84,58 +88,83 @@ def _signing_hash(key: object) -> hashes.HashAlgorithm | None:
 
 
 class Responder:
+    """Answers from two small caches (statuses, and whole answers to nonce-less requests), both
+    dropped for a certificate the moment its status changes and kept ``cache_for`` at most."""
+
+    MAX_ENTRIES = 200_000
+
     def __init__(
-        self, authority: Authority, validity: timedelta, clock: Clock | None = None
+        self,
+        authority: Authority,
+        validity: timedelta,
+        clock: Clock | None = None,
+        cache_for: timedelta = timedelta(seconds=60),
     ) -> None:
         self._authority = authority
         self._validity = validity
         self._clock = clock or SystemClock()
+        self._cache_for = min(cache_for, validity / 2)
         self._index: dict[tuple[str, bytes, bytes], str] = {}
-        self._cache: dict[tuple[str, int, str], tuple[datetime, bytes]] = {}
+        self._answers: dict[tuple[str, int, str], tuple[datetime, bytes]] = {}
+        self._statuses: dict[tuple[str, int], tuple[datetime, CertificateStatus]] = {}
         self._generation = 0
 
     def invalidate(self, ca: str, serial: int) -> None:
         """The status of (ca, serial) changed: never serve the old answer again."""
         self._generation += 1
+        self._statuses.pop((ca, serial), None)
         for algorithm in _HASHES:
-            self._cache.pop((ca, serial, algorithm), None)
+            self._answers.pop((ca, serial, algorithm), None)
 
     def forget_issuers(self) -> None:
-        self._index.clear()
-        self._cache.clear()
         self._generation += 1
+        self._index.clear()
+        self._answers.clear()
+        self._statuses.clear()
 
     async def respond(self, request_der: bytes) -> tuple[bytes, dict[str, str]]:
-        """Answer one DER OCSPRequest; returns the DER response and HTTP caching headers."""
+        """Answer one DER OCSPRequest; returns the DER response and HTTP headers."""
         try:
             request = ocsp.load_der_ocsp_request(request_der)
             algorithm = request.hash_algorithm.name
         except (ValueError, NotImplementedError, x509.UnsupportedGeneralNameType):
-            return _unsuccessful(ocsp.OCSPResponseStatus.MALFORMED_REQUEST), {}
+            return _unsuccessful(ocsp.OCSPResponseStatus.MALFORMED_REQUEST), NO_STORE
         if algorithm not in _HASHES:
-            return _unsuccessful(ocsp.OCSPResponseStatus.MALFORMED_REQUEST), {}
+            return _unsuccessful(ocsp.OCSPResponseStatus.MALFORMED_REQUEST), NO_STORE
         ca = await self._issuer_of(request, algorithm)
         if ca is None:
-            return _unsuccessful(ocsp.OCSPResponseStatus.UNAUTHORIZED), {}
+            return _unsuccessful(ocsp.OCSPResponseStatus.UNAUTHORIZED), NO_STORE
         signer = self._authority.signer(ca)
         if signer is None:
-            return _unsuccessful(ocsp.OCSPResponseStatus.TRY_LATER), {}
+            return _unsuccessful(ocsp.OCSPResponseStatus.TRY_LATER), NO_STORE
         nonce = _nonce(request)
         now = self._clock.now().replace(microsecond=0)
         key = (ca, request.serial_number, algorithm)
         if nonce is None:
-            cached = self._cache.get(key)
+            cached = self._answers.get(key)
             if cached is not None and cached[0] > now:
-                return cached[1], self._headers(now)
+                return cached[1], NO_STORE
         generation = self._generation
-        status = await self._authority.status(ca, request.serial_number)
+        status = await self._status(ca, request.serial_number, now)
         body = self._build(request, algorithm, status, signer, nonce, now)
         if nonce is None and generation == self._generation:
-            self._cache[key] = (now + self._validity / 2, body)
-        return body, self._headers(now)
+            self._remember(self._answers, key, (now + self._cache_for, body))
+        return body, NO_STORE
 
-    def _headers(self, now: datetime) -> dict[str, str]:
-        return {"Cache-Control": f"max-age={int(self._validity.total_seconds() // 2)}, public"}
+    async def _status(self, ca: str, serial: int, now: datetime) -> CertificateStatus:
+        cached = self._statuses.get((ca, serial))
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        generation = self._generation
+        status = await self._authority.status(ca, serial)
+        if generation == self._generation:
+            self._remember(self._statuses, (ca, serial), (now + self._cache_for, status))
+        return status
+
+    def _remember(self, cache: dict, key: object, value: object) -> None:  # type: ignore[type-arg]
+        if len(cache) >= self.MAX_ENTRIES:
+            cache.clear()
+        cache[key] = value
 
     async def _issuer_of(self, request: ocsp.OCSPRequest, algorithm: str) -> str | None:
         wanted = (algorithm, request.issuer_name_hash, request.issuer_key_hash)

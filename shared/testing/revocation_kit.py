@@ -194,15 +194,24 @@ async def wait_until(
 
 
 async def drained(js, service: str, *subject_names: str) -> bool:  # type: ignore[no-untyped-def]
-    """Every message on these subjects was handled and acknowledged by ``service``."""
+    """Every message on these subjects was handled and acknowledged by ``service``.
+
+    The consumer's pending count is updated asynchronously after a publish, so it is not enough
+    on its own: the ack floor must also have reached the subject's last message.
+    """
+    from nats.js.errors import NotFoundError
+
     for subject in subject_names:
+        stream = subjects.stream_for(subject)
         try:
-            info = await js.consumer_info(
-                subjects.stream_for(subject), subjects.durable_name(service, subject)
-            )
+            last = (await js.get_last_msg(stream, subject)).seq
+        except NotFoundError:
+            continue
+        try:
+            info = await js.consumer_info(stream, subjects.durable_name(service, subject))
         except Exception:  # noqa: BLE001 - not created yet
             return False
-        if info.num_pending or info.num_ack_pending:
+        if info.num_pending or info.num_ack_pending or (info.ack_floor.stream_seq or 0) < last:
             return False
     return True
 
