@@ -79,6 +79,11 @@ class CertificateAuthority:
             self._cache["chain_pem"] = [pem(c) for c in self.chain()]
         return list(self._cache["chain_pem"])
 
+    def subject_dn(self) -> str:
+        if "subject_dn" not in self._cache:
+            self._cache["subject_dn"] = self.certificate.subject.rfc4514_string()
+        return self._cache["subject_dn"]  # type: ignore[no-any-return]
+
     def ski(self) -> x509.SubjectKeyIdentifier:
         if "ski" not in self._cache:
             self._cache["ski"] = self.certificate.extensions.get_extension_for_class(

@@ -70,12 +70,12 @@ def refuse_ca_request(csr: x509.CertificateSigningRequest) -> None:
             )
 
 
-def requested_sans(csr: x509.CertificateSigningRequest) -> list[str]:
+def requested_sans(csr: x509.CertificateSigningRequest) -> list[x509.GeneralName]:
     try:
         ext = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName)
     except x509.ExtensionNotFound:
         return []
-    return [render_general_name(n) for n in ext.value]
+    return list(ext.value)
 
 
 def render_general_name(name: x509.GeneralName) -> str:

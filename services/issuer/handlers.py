@@ -19,6 +19,7 @@ from services.issuer.issuance import (
     issued_fields,
     renewal_enrollment,
 )
+from services.issuer.x509build import LeafRequest
 from shared.events import (
     CertIssued,
     CertRejected,
@@ -30,7 +31,7 @@ from shared.events import (
     Event,
     derived_id,
 )
-from shared.runtime import ServiceRuntime, UnitOfWork
+from shared.runtime import ServiceRuntime
 
 log = logging.getLogger("certbus.issuer.handlers")
 
@@ -86,20 +87,18 @@ class IssuerHandlers:
             Work(ev, enrollment_from(ev), {"target": ev.target, "job_id": ev.job_id}, ev.renewal_of)
             for ev in events
         ]
-        async with self.rt.unit_of_work() as uow:
-            await self._issue_all(uow, work)
+        await self._issue_all(work)
 
     async def renewal_requested(self, events: list[CertRenewalRequested]) -> None:
         """Renew with the CSR the request carries: same subject, SANs and template, a new key."""
-        async with self.rt.unit_of_work() as uow:
-            work: list[Work] = []
+        work: list[Work] = []
+        refused: list[Event] = []
+        async with self._reading() as session:
             for ev in events:
-                old = await records.get_issued(uow.session, ev.cert_id)
-                placeholder = Enrollment(
-                    request_id=ev.request_id, template=ev.template or "", owner=ev.owner
-                )
+                old = await records.get_issued(session, ev.cert_id)
                 if old is None:
-                    uow.emit(
+                    placeholder = Enrollment(ev.request_id, ev.template or "", owner=ev.owner)
+                    refused.append(
                         rejected(
                             Work(ev, placeholder, {}),
                             Rejection(
@@ -108,7 +107,7 @@ class IssuerHandlers:
                         )
                     )
                     continue
-                previous = json.loads(old.issued)
+                previous = records.issued_record(old)
                 req = renewal_enrollment(
                     previous,
                     request_id=ev.request_id,
@@ -118,48 +117,63 @@ class IssuerHandlers:
                     actor=ev.actor,
                 )
                 work.append(Work(ev, req, {}, previous["cert_id"]))
-            await self._issue_all(uow, work)
+        await self._issue_all(work, refused)
 
-    async def _issue_all(self, uow: UnitOfWork, batch: list[Work]) -> None:
+    async def _issue_all(self, batch: list[Work], out: list[Event] | None = None) -> None:
+        """Check, sign and record a batch, holding the write transaction only to insert.
+
+        Policy and signing run outside any transaction; the unique constraints on request id
+        and (CA, serial) catch a concurrent replica, and the batch is then retried one by one.
+        """
+        out = list(out or [])
         unique = list({w.enrollment.request_id: w for w in reversed(batch)}.values())[::-1]
-        done = await records.issued_for(uow.session, (w.enrollment.request_id for w in unique))
-        accepted = []
+        prepared: list[tuple[Work, LeafRequest]] = []
         for w in unique:
-            if w.enrollment.request_id in done:
-                continue
             try:
                 if not w.enrollment.csr:
                     raise Rejection(
                         errors.CSR_REQUIRED,
                         "a CSR is required: keys made on the server never travel on the bus",
                     )
-                accepted.append((w, self.issuer.prepare(w.enrollment)))
+                prepared.append((w, self.issuer.prepare(w.enrollment)))
             except Rejection as exc:
-                uow.emit(rejected(w, exc))
-        serials = await records.fresh_serials(
-            uow.session, [(leaf.ca.name, x509.random_serial_number()) for _, leaf in accepted]
-        )
+                out.append(rejected(w, exc))
+        async with self._reading() as session:
+            done = await records.issued_for(session, (w.enrollment.request_id for w in unique))
+            accepted = [(w, leaf) for w, leaf in prepared if w.enrollment.request_id not in done]
+            serials = await records.fresh_serials(
+                session, [(leaf.ca.name, x509.random_serial_number()) for _, leaf in accepted]
+            )
+        staged = [
+            (e, e.model_dump_json()) for e in out if getattr(e, "request_id", None) not in done
+        ]
         rows: list[dict[str, Any]] = []
-        out: list[Event] = []
         for (w, leaf), serial in zip(accepted, serials, strict=True):
             cert = self.issuer.sign(leaf, serial)
             fields = {**issued_fields(cert, leaf, w.enrollment), "renewal_of": w.renewal_of}
-            rows.append(fields)
             issued = w.source.caused(
                 CertIssued, event_id=issued_event_id(w.enrollment.request_id), **w.extra, **fields
             )
-            out.append(issued)
+            body = issued.model_dump_json()
+            rows.append(records.issued_values(fields, body))
+            staged.append((issued, body))
             if w.renewal_of:
-                out.append(
-                    issued.caused(
-                        CertRenewed,
-                        event_id=derived_id("cert.renewed", w.enrollment.request_id),
-                        old_cert_id=w.renewal_of,
-                        new_cert_id=fields["cert_id"],
-                    )
+                link = issued.caused(
+                    CertRenewed,
+                    event_id=derived_id("cert.renewed", w.enrollment.request_id),
+                    old_cert_id=w.renewal_of,
+                    new_cert_id=fields["cert_id"],
                 )
-        await records.add_issued(uow.session, rows)
-        await records.emit_bulk(uow, out)
+                staged.append((link, link.model_dump_json()))
+        if not staged:
+            return
+        async with self.rt.unit_of_work() as uow:
+            await records.add_issued(uow.session, rows)
+            await records.emit_bulk(uow, staged)
+
+    def _reading(self) -> Any:
+        assert self.rt.db is not None
+        return self.rt.db.session()
 
     async def cert_requested_invalid(self, data: bytes, subject: str, reason: str) -> None:
         """A request that is not a valid event is rejected when it names its request id."""

@@ -97,7 +97,7 @@ class Issuer:
                     "the server may not make the key",
                 )
             public_key = server_key
-            csr_sans: list[str] = []
+            csr_sans: list[x509.GeneralName] = []
             csr_subject = None
         else:
             if not req.csr:
@@ -120,7 +120,8 @@ class Issuer:
                 errors.SUBJECT_ATTRIBUTE_MISSING, f"template {template.name}: a subject is required"
             )
         subject = policy.check_subject(template, subject, req.requester())
-        sans = policy.check_sans(template, list(req.sans) or csr_sans, subject)
+        asked = [policy.parse_san(text) for text in req.sans] if req.sans else csr_sans
+        sans = policy.check_sans(template, asked, subject)
         return LeafRequest(
             template, self.cas.get(ca_name), subject, tuple(sans), public_key, key_type
         )
@@ -140,20 +141,15 @@ def cert_id_for(request_id: str) -> str:
 
 def issued_fields(cert: x509.Certificate, leaf: LeafRequest, req: Enrollment) -> dict[str, Any]:
     """Every ``CertIssued`` field that describes the certificate and its request."""
-    try:
-        san_ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        sans = [render_general_name(n) for n in san_ext]
-    except x509.ExtensionNotFound:
-        sans = []
-    key_type, key_size = describe_key(cert.public_key())
+    key_type, key_size = describe_key(leaf.public_key)
     return {
         "request_id": req.request_id,
         "cert_id": cert_id_for(req.request_id),
         "serial": render_serial(cert.serial_number),
         "issuer_ca": leaf.ca.name,
-        "issuer_dn": cert.issuer.rfc4514_string(),
-        "subject_dn": cert.subject.rfc4514_string(),
-        "sans": sans,
+        "issuer_dn": leaf.ca.subject_dn(),
+        "subject_dn": leaf.subject.rfc4514_string(),
+        "sans": [render_general_name(n) for n in leaf.sans],
         "thumbprint_sha1": thumbprint(cert, "sha1"),
         "thumbprint_sha256": thumbprint(cert, "sha256"),
         "public_key_sha256": public_key_sha256(cert),

@@ -159,15 +159,24 @@ def parse_san(text: str) -> x509.GeneralName:
     raise Rejection(errors.SAN_MALFORMED, f"SAN type {kind!r} is not one of dns, email, ip, uri")
 
 
-def check_sans(template: Template, sans: list[str], subject: x509.Name) -> list[x509.GeneralName]:
+_KINDS: dict[type, str] = {
+    x509.DNSName: "dns",
+    x509.RFC822Name: "email",
+    x509.IPAddress: "ip",
+    x509.UniformResourceIdentifier: "uri",
+}
+
+
+def check_sans(
+    template: Template, sans: list[x509.GeneralName], subject: x509.Name
+) -> list[x509.GeneralName]:
     rules, where = template.sans, f"template {template.name}"
     if len(sans) > rules.max:
         raise Rejection(errors.SAN_TOO_MANY, f"{where}: sans.max is {rules.max}, got {len(sans)}")
     names: list[x509.GeneralName] = []
     types: set[str] = set()
-    for text in dict.fromkeys(sans):
-        name = parse_san(text)
-        kind = text.partition(":")[0].strip().lower()
+    for name in dict.fromkeys(sans):
+        kind = _KINDS.get(type(name), type(name).__name__)
         if kind not in rules.allowed_types:
             raise Rejection(
                 errors.SAN_TYPE_NOT_ALLOWED,

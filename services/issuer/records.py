@@ -76,7 +76,11 @@ async def fresh_serials(session: AsyncSession, wanted: list[tuple[str, int]]) ->
             return serials
 
 
-def issued_values(fields: dict[str, Any]) -> dict[str, Any]:
+ENVELOPE = ("event_id", "occurred_at", "correlation_id", "causation_id", "actor", "schema_version")
+
+
+def issued_values(fields: dict[str, Any], record: str | None = None) -> dict[str, Any]:
+    """A row of ``issuer_certificate``; ``record`` is the JSON kept for answering repeats."""
     return {
         "cert_id": fields["cert_id"],
         "request_id": fields["request_id"],
@@ -86,31 +90,42 @@ def issued_values(fields: dict[str, Any]) -> dict[str, Any]:
         "owner": fields.get("owner"),
         "thumbprint_sha256": fields["thumbprint_sha256"],
         "not_after": fields["not_after"],
-        "issued": json.dumps(fields, default=str),
+        "issued": record if record is not None else json.dumps(fields, default=str),
     }
+
+
+def issued_record(row: IssuedCertificate) -> dict[str, Any]:
+    """The stored description of an issued certificate, without any event envelope."""
+    data: dict[str, Any] = json.loads(row.issued)
+    for key in ENVELOPE:
+        data.pop(key, None)
+    return data
 
 
 def issued_row(fields: dict[str, Any]) -> IssuedCertificate:
     return IssuedCertificate(**issued_values(fields))
 
 
-async def add_issued(session: AsyncSession, many: list[dict[str, Any]]) -> None:
-    """Insert issued certificates in one statement (the ORM's per-object work is the bottleneck)."""
-    if many:
+async def add_issued(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """Insert issued certificates (``issued_values`` rows) in one statement.
+
+    The ORM's per-object bookkeeping costs more than signing on the bulk path.
+    """
+    if rows:
         conn = await session.connection()
-        await conn.execute(insert(IssuedCertificate.__table__), [issued_values(f) for f in many])  # type: ignore[attr-defined]
+        await conn.execute(insert(IssuedCertificate.__table__), rows)  # type: ignore[attr-defined]
 
 
-async def emit_bulk(uow: Any, events: list[Event]) -> None:
-    """Stage events in the outbox in one statement; the same rows ``uow.emit`` would add."""
+async def emit_bulk(uow: Any, events: list[tuple[Event, str]]) -> None:
+    """Stage (event, its JSON) pairs in the outbox in one statement, as ``uow.emit`` would."""
     if not events:
         return
     conn = await uow.session.connection()
     await conn.execute(
         insert(OutboxMessage.__table__),  # type: ignore[attr-defined]
         [
-            {"event_id": e.event_id, "subject": e.subject_name(), "payload": e.model_dump_json()}
-            for e in events
+            {"event_id": e.event_id, "subject": e.subject_name(), "payload": body}
+            for e, body in events
         ],
     )
     uow.staged += len(events)

@@ -94,7 +94,7 @@ class IssuerRpc:
             raise RpcError(
                 errors.NOT_FOUND, f"no certificate {request.get('id')!r} was issued here", 404
             )
-        return _response(json.loads(row.issued))
+        return _response(records.issued_record(row))
 
     async def enroll_csr(self, request: dict[str, Any]) -> dict[str, Any]:
         """Issue for a CSR checked against the template; a repeated request id returns the same."""
@@ -176,7 +176,7 @@ class IssuerRpc:
             row = await records.get_issued(session, key)
         if row is None:
             raise Rejection(errors.NOT_FOUND, f"no certificate {key!r} was issued here", 404)
-        return json.loads(row.issued)
+        return records.issued_record(row)
 
     def _enrollment(self, request: dict[str, Any], **overrides: Any) -> Enrollment:
         sans = request.get("sans") or []
@@ -239,7 +239,7 @@ class IssuerRpc:
         async with self.rt.db.session() as session:  # type: ignore[union-attr]
             done = await records.issued_for(session, [request_id])
         row = done.get(request_id)
-        return _response(json.loads(row.issued)) if row else None
+        return _response(records.issued_record(row)) if row else None
 
     async def _issue(
         self,
