@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.notifier.channels import Channel, Notification, PermanentFailure, TransientFailure
 from services.notifier.deliveries import Claim, DeliveryLog, Status
@@ -53,133 +54,103 @@ class NotifierHandlers:
     async def deliver(self, events: list[Event]) -> None:
         """Deliver each event once to every channel subscribed to it (webhooks, e-mail)."""
         unique = list({ev.event_id: ev for ev in events}.values())
-        facts = await self._certificate_facts(unique)
-        work = []
-        for ev in unique:
-            view = _with_facts(ev.model_dump(mode="json"), facts)
-            channels = self._routing.channels_for(ev.subject_name(), view)
-            if not channels:
-                log.info("no channel wants %s %s", ev.subject_name(), ev.event_id)
-            work.extend(self._deliver(ev, channel) for channel in channels)
-        outcomes = await asyncio.gather(*work, return_exceptions=True)
-        pending = [o for o in outcomes if isinstance(o, BaseException)]
-        if pending:
-            raise DeliveryPending(f"{len(pending)} deliveries to retry: {pending[0]}")
+        claimed, busy = await self._claim(unique)
+        outcomes = await asyncio.gather(*(self._send(ev, channel) for ev, channel in claimed))
+        await self._finish(list(zip(claimed, outcomes, strict=True)))
+        retrying = busy + sum(1 for status, _ in outcomes if status == Status.RETRYING)
+        if retrying:
+            first = next((err for status, err in outcomes if status == Status.RETRYING), None)
+            raise DeliveryPending(
+                f"{retrying} deliveries to retry: {first or 'in progress elsewhere'}"
+            )
 
-    async def _certificate_facts(self, events: list[Event]) -> dict[str, CertificateFacts]:
-        """Remember what issuance says of each certificate; look up the ones events name."""
+    async def _claim(self, events: list[Event]) -> tuple[list[tuple[Event, Channel]], int]:
+        """Claim, in one transaction, every delivery the events need; count those busy elsewhere."""
+        claimed: list[tuple[Event, Channel]] = []
+        busy = 0
         async with self._rt.unit_of_work() as uow:
+            facts = await _certificate_facts(uow.session, events)
+            deliveries = DeliveryLog(uow.session, self._clock.now())
             for ev in events:
-                if isinstance(ev, CertIssued) and not await uow.session.get(
-                    CertificateFacts, ev.cert_id
-                ):
-                    uow.session.add(
-                        CertificateFacts(
-                            cert_id=ev.cert_id,
-                            owner=ev.owner,
-                            template=ev.template,
-                            subject_dn=ev.subject_dn,
-                        )
+                view = _with_facts(ev.model_dump(mode="json"), facts)
+                channels = self._routing.channels_for(ev.subject_name(), view)
+                if not channels:
+                    log.info("no channel wants %s %s", ev.subject_name(), ev.event_id)
+                for channel in channels:
+                    claim = await deliveries.claim(
+                        event_id=ev.event_id,
+                        channel=channel.name,
+                        subject=ev.subject_name(),
+                        correlation_id=ev.correlation_id,
+                        lease=self._lease,
                     )
-            await uow.session.flush()
-            wanted = {str(ev.cert_id) for ev in events if getattr(ev, "cert_id", None)}
-            if not wanted:
-                return {}
-            rows = (
-                await uow.session.exec(
-                    select(CertificateFacts).where(col(CertificateFacts.cert_id).in_(wanted))
-                )
-            ).all()
-        return {row.cert_id: row for row in rows}
+                    if claim == Claim.SEND:
+                        claimed.append((ev, channel))
+                    elif claim == Claim.BUSY:
+                        busy += 1
+                    else:
+                        log.info(
+                            "%s %s already delivered to %s",
+                            ev.subject_name(),
+                            ev.event_id,
+                            channel.name,
+                        )
+        return claimed, busy
 
-    async def _deliver(self, ev: Event, channel: Channel) -> None:
+    async def _send(self, ev: Event, channel: Channel) -> tuple[Status, str | None]:
         token = logs.correlation_id.set(ev.correlation_id)
+        notification = Notification(
+            ev.subject_name(), ev.event_id, ev.correlation_id, ev.model_dump(mode="json")
+        )
         try:
             async with self._slots:
-                await self._deliver_once(ev, channel)
+                await channel.send(notification)
+            return Status.SENT, None
+        except TransientFailure as exc:
+            return Status.RETRYING, str(exc)
+        except PermanentFailure as exc:
+            return Status.FAILED, str(exc)
+        except Exception as exc:  # noqa: BLE001 - a channel's bug is retried, then dead-lettered
+            return Status.RETRYING, f"{type(exc).__name__}: {exc}"
         finally:
             logs.correlation_id.reset(token)
 
-    async def _deliver_once(self, ev: Event, channel: Channel) -> None:
-        subject = ev.subject_name()
-        async with self._rt.unit_of_work() as uow:
-            claim = await DeliveryLog(uow.session, self._clock.now()).claim(
-                event_id=ev.event_id,
-                channel=channel.name,
-                subject=subject,
-                correlation_id=ev.correlation_id,
-                lease=self._lease,
-            )
-        if claim == Claim.ALREADY_DONE:
-            log.info("%s %s already delivered to %s", subject, ev.event_id, channel.name)
-            return
-        if claim == Claim.BUSY:
-            raise TransientFailure(
-                f"{channel.name} delivery of {ev.event_id} is in progress elsewhere"
-            )
-        notification = Notification(
-            subject, ev.event_id, ev.correlation_id, ev.model_dump(mode="json")
-        )
-        try:
-            await channel.send(notification)
-        except TransientFailure as exc:
-            await self._finish(ev, channel, Status.RETRYING, str(exc))
-            raise
-        except PermanentFailure as exc:
-            await self._finish(ev, channel, Status.FAILED, str(exc))
-            return
-        except Exception as exc:
-            await self._finish(ev, channel, Status.RETRYING, f"{type(exc).__name__}: {exc}")
-            raise
-        await self._finish(ev, channel, Status.SENT)
-
     async def _finish(
-        self, ev: Event, channel: Channel, status: Status, error: str | None = None
+        self, results: list[tuple[tuple[Event, Channel], tuple[Status, str | None]]]
     ) -> None:
-        subject = ev.subject_name()
+        """Record every outcome and stage notification.sent / .failed, in one transaction."""
+        if not results:
+            return
+        attempts: list[int] = []
         async with self._rt.unit_of_work() as uow:
-            attempts = await DeliveryLog(uow.session, self._clock.now()).finish(
-                ev.event_id, channel.name, status, error
-            )
-            about = {
-                "channel": channel.name,
-                "about_event_id": ev.event_id,
-                "about_subject": subject,
-            }
-            if status == Status.SENT:
-                uow.emit(
-                    ev.caused(
-                        NotificationSent,
-                        actor="notifier",
-                        event_id=derived_id("notification.sent", ev.event_id, channel.name),
-                        **about,
+            deliveries = DeliveryLog(uow.session, self._clock.now())
+            for (ev, channel), (status, error) in results:
+                attempts.append(await deliveries.finish(ev.event_id, channel.name, status, error))
+                about = {
+                    "channel": channel.name,
+                    "about_event_id": ev.event_id,
+                    "about_subject": ev.subject_name(),
+                    "actor": "notifier",
+                }
+                if status == Status.SENT:
+                    uow.emit(
+                        ev.caused(
+                            NotificationSent,
+                            **about,
+                            event_id=derived_id("notification.sent", ev.event_id, channel.name),
+                        )
                     )
-                )
-            elif status == Status.FAILED:
-                uow.emit(
-                    ev.caused(
-                        NotificationFailed,
-                        actor="notifier",
-                        error=error or "",
-                        event_id=derived_id("notification.failed", ev.event_id, channel.name),
-                        **about,
+                elif status == Status.FAILED:
+                    uow.emit(
+                        ev.caused(
+                            NotificationFailed,
+                            **about,
+                            error=error or "",
+                            event_id=derived_id("notification.failed", ev.event_id, channel.name),
+                        )
                     )
-                )
-        if status == Status.SENT:
-            log.info(
-                "delivered %s %s to %s (attempt %d)", subject, ev.event_id, channel.name, attempts
-            )
-        elif status == Status.FAILED:
-            log.error("gave up on %s %s to %s: %s", subject, ev.event_id, channel.name, error)
-        else:
-            log.warning(
-                "delivery of %s %s to %s failed (attempt %d): %s",
-                subject,
-                ev.event_id,
-                channel.name,
-                attempts,
-                error,
-            )
+        for ((ev, channel), (status, error)), attempt in zip(results, attempts, strict=True):
+            _log_outcome(ev, channel, status, error, attempt)
 
     async def deliveries_list(self, request: dict[str, Any]) -> dict[str, Any]:
         """The delivery log, newest first, filtered by event, subject, status or channel."""
@@ -191,6 +162,53 @@ class NotifierHandlers:
     async def subscriptions_list(self, _request: dict[str, Any]) -> dict[str, Any]:
         """Which subjects go to which channel, with their owner and template filters."""
         return {"items": self._routing.describe()}
+
+
+async def _certificate_facts(
+    session: AsyncSession, events: list[Event]
+) -> dict[str, CertificateFacts]:
+    """Remember what issuance says of each certificate; look up the ones events name."""
+    for ev in events:
+        if isinstance(ev, CertIssued) and not await session.get(CertificateFacts, ev.cert_id):
+            session.add(
+                CertificateFacts(
+                    cert_id=ev.cert_id,
+                    owner=ev.owner,
+                    template=ev.template,
+                    subject_dn=ev.subject_dn,
+                )
+            )
+    await session.flush()
+    wanted = {str(ev.cert_id) for ev in events if getattr(ev, "cert_id", None)}
+    if not wanted:
+        return {}
+    query = select(CertificateFacts).where(col(CertificateFacts.cert_id).in_(wanted))
+    return {row.cert_id: row for row in (await session.exec(query)).all()}
+
+
+def _log_outcome(
+    ev: Event, channel: Channel, status: Status, error: str | None, attempt: int
+) -> None:
+    token = logs.correlation_id.set(ev.correlation_id)
+    try:
+        subject = ev.subject_name()
+        if status == Status.SENT:
+            log.info(
+                "delivered %s %s to %s (attempt %d)", subject, ev.event_id, channel.name, attempt
+            )
+        elif status == Status.FAILED:
+            log.error("gave up on %s %s to %s: %s", subject, ev.event_id, channel.name, error)
+        else:
+            log.warning(
+                "delivery of %s %s to %s failed (attempt %d): %s",
+                subject,
+                ev.event_id,
+                channel.name,
+                attempt,
+                error,
+            )
+    finally:
+        logs.correlation_id.reset(token)
 
 
 def _with_facts(view: dict[str, Any], facts: dict[str, CertificateFacts]) -> dict[str, Any]:
