@@ -14,7 +14,7 @@ from services.revocation.api import RevocationApi
 from services.revocation.bucket import BucketCrlSource
 from services.revocation.handlers import Handlers
 from services.revocation.models import TABLES
-from services.revocation.ocsp import Responder
+from services.revocation.ocsp import CertificateStatus, Responder
 from services.revocation.public import PublicServer, make_public_app
 from services.revocation.reads import ReadView
 from services.revocation.settings import RevocationSettings
@@ -90,6 +90,21 @@ def wire(settings: RevocationSettings | None = None) -> RevocationService:
     provisioner = SignerProvisioner(db, keyring)
 
     def status_changed(events: Sequence[Event]) -> None:
+        """After a commit here: revocations are answered from memory at once."""
+        for ev in events:
+            if isinstance(ev, CertRevoked):
+                revoked = CertificateStatus(known=True, revoked_at=ev.revoked_at, reason=ev.reason)
+                responder.learn(ev.issuer_ca, parse_serial(ev.serial), revoked)
+        invalidate(events)
+
+    def invalidate(events: Sequence[Event]) -> None:
+        for ev in events:
+            serial, ca = getattr(ev, "serial", None), getattr(ev, "issuer_ca", None)
+            if serial and ca and not isinstance(ev, CertRevoked):
+                responder.invalidate(ca, parse_serial(serial))
+
+    def invalidate_everything(events: Sequence[Event]) -> None:
+        """What other replicas did, heard on the bus: drop what this one remembers."""
         for ev in events:
             serial, ca = getattr(ev, "serial", None), getattr(ev, "issuer_ca", None)
             if serial and ca:
@@ -134,7 +149,7 @@ def wire(settings: RevocationSettings | None = None) -> RevocationService:
     consume(subjects.CA_COMPROMISED, handlers.ca_compromised)
     consume(subjects.KEY_COMPROMISED, handlers.key_compromised)
     consume(subjects.CRL_PUBLISHED, handlers.crl_published, batch_size=10)
-    _watch_status_changes(runtime.broker, status_changed)
+    _watch_status_changes(runtime.broker, invalidate_everything)
 
     RevocationApi(runtime, status_changed).register()
 

@@ -116,6 +116,11 @@ class Responder:
         for algorithm in _HASHES:
             self._answers.pop((ca, serial, algorithm), None)
 
+    def learn(self, ca: str, serial: int, status: CertificateStatus) -> None:
+        """This process just changed (ca, serial) to ``status``: answer from it at once."""
+        self.invalidate(ca, serial)
+        self._remember(self._statuses, (ca, serial), (self._clock.now() + self._cache_for, status))
+
     def forget_issuers(self) -> None:
         self._generation += 1
         self._index.clear()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+from datetime import datetime
 
 from cryptography import x509
 from sqlalchemy import and_, bindparam
@@ -16,6 +18,7 @@ from services.revocation.ocsp import CertificateStatus, Signer
 from services.revocation.reads import ReadView
 from services.revocation.signers import SignerKeyring
 from services.revocation.timeutil import as_utc
+from shared.bus import RpcError
 from shared.db import Database
 from shared.pki import RevocationReason, render_serial
 
@@ -36,6 +39,12 @@ _STATUS = (
     )
     .where(_certs.c.issuer_ca == bindparam("ca"), _certs.c.serial == bindparam("serial"))
 )
+_STATUS_SQLITE = (
+    "SELECT c.cert_id, r.revoked_at, r.reason FROM revocation_certificate AS c"
+    " LEFT OUTER JOIN revocation_revocation AS r"
+    " ON r.issuer_ca = c.issuer_ca AND r.serial = c.serial"
+    " WHERE c.issuer_ca = ? AND c.serial = ?"
+)
 
 
 class RevocationAuthority:
@@ -50,13 +59,22 @@ class RevocationAuthority:
 
     async def status(self, ca: str, serial: int) -> CertificateStatus:
         text = render_serial(serial)
-        row = await self._db.first(_STATUS.params(ca=ca, serial=text))
-        if row is None:
-            return CertificateStatus(known=False)
-        if row.revoked_at is None:
+        if self._db.is_sqlite:
+            found = self._db.sqlite_row(_STATUS_SQLITE, (ca, text))
+            if found is None:
+                return CertificateStatus(known=False)
+            _, revoked_at, reason = found
+            if isinstance(revoked_at, str):
+                revoked_at = datetime.fromisoformat(revoked_at)
+        else:
+            row = await self._db.first(_STATUS.params(ca=ca, serial=text))
+            if row is None:
+                return CertificateStatus(known=False)
+            revoked_at, reason = row.revoked_at, row.reason
+        if revoked_at is None:
             return CertificateStatus(known=True)
         return CertificateStatus(
-            known=True, revoked_at=as_utc(row.revoked_at), reason=RevocationReason(row.reason)
+            known=True, revoked_at=as_utc(revoked_at), reason=RevocationReason(reason)
         )
 
     def signer(self, ca: str) -> Signer | None:
@@ -72,6 +90,7 @@ class SignerProvisioner:
         keyring: SignerKeyring,
         retry_seconds: float = 1.0,
         check_seconds: float = 3600.0,
+        refused_seconds: float = 300.0,
     ) -> None:
         self._db = db
         self._keyring = keyring
@@ -80,20 +99,33 @@ class SignerProvisioner:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.ready = asyncio.Event()
+        self._refused: dict[str, float] = {}
+        self._refused_for = refused_seconds
 
     def wake(self) -> None:
         self._wake.set()
 
     async def provision_once(self) -> bool:
-        """Certify what is missing or due; True when every CA has a fresh signer."""
+        """Certify what is missing or due; True when every CA that can have a signer has one.
+
+        A CA the issuer refuses (a root, say) is asked again only after ``refused_seconds``.
+        """
         async with self._db.session() as session:
             cas = (await session.exec(select(KnownCa))).all()
         complete = True
+        now = time.monotonic()
         for ca in cas:
-            if self._keyring.fresh(ca.ca):
+            if self._keyring.fresh(ca.ca) or self._refused.get(ca.ca, 0.0) > now:
                 continue
             try:
                 await self._keyring.ensure(ca.ca, x509.load_der_x509_certificate(ca.der))
+            except RpcError as exc:
+                if exc.status < 500:
+                    self._refused[ca.ca] = now + self._refused_for
+                    log.info("no OCSP signer for %s: the issuer refused (%s)", ca.ca, exc)
+                else:
+                    complete = False
+                    log.warning("no OCSP signer for %s yet: %s", ca.ca, exc)
             except Exception as exc:  # noqa: BLE001 - the issuer may be down; try again soon
                 complete = False
                 log.warning("no OCSP signer for %s yet: %s", ca.ca, exc)
