@@ -41,8 +41,16 @@ class DeliveryLog:
     def __init__(self, session: AsyncSession, now: datetime) -> None:
         self._s = session
         self._now = now
+        self._rows: dict[tuple[str, str], Delivery] | None = None
+
+    async def prefetch(self, event_ids: list[str]) -> None:
+        """Load (and lock) every delivery of these events at once, for a batch of claims."""
+        query = select(Delivery).where(col(Delivery.event_id).in_(event_ids)).with_for_update()
+        self._rows = {(r.event_id, r.channel): r for r in (await self._s.exec(query)).all()}
 
     async def _find(self, event_id: str, channel: str) -> Delivery | None:
+        if self._rows is not None:
+            return self._rows.get((event_id, channel))
         query = select(Delivery).where(Delivery.event_id == event_id, Delivery.channel == channel)
         return (await self._s.exec(query.with_for_update())).first()
 
@@ -58,6 +66,8 @@ class DeliveryLog:
                 correlation_id=correlation_id,
                 created_at=self._now,
             )
+            if self._rows is not None:
+                self._rows[(event_id, channel)] = row
         elif row.status in (Status.SENT, Status.FAILED):
             return Claim.ALREADY_DONE
         elif row.status == Status.SENDING and (_utc(row.lease_until) or self._now) > self._now:
@@ -66,7 +76,6 @@ class DeliveryLog:
         row.attempts += 1
         row.lease_until = self._now + timedelta(seconds=lease)
         self._s.add(row)
-        await self._s.flush()
         return Claim.SEND
 
     async def finish(
@@ -81,7 +90,6 @@ class DeliveryLog:
         if status == Status.SENT:
             row.sent_at = self._now
         self._s.add(row)
-        await self._s.flush()
         return row.attempts
 
     async def list(

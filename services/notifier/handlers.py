@@ -71,6 +71,7 @@ class NotifierHandlers:
         async with self._rt.unit_of_work() as uow:
             facts = await _certificate_facts(uow.session, events)
             deliveries = DeliveryLog(uow.session, self._clock.now())
+            await deliveries.prefetch([ev.event_id for ev in events])
             for ev in events:
                 view = _with_facts(ev.model_dump(mode="json"), facts)
                 channels = self._routing.channels_for(ev.subject_name(), view)
@@ -124,6 +125,7 @@ class NotifierHandlers:
         attempts: list[int] = []
         async with self._rt.unit_of_work() as uow:
             deliveries = DeliveryLog(uow.session, self._clock.now())
+            await deliveries.prefetch(list({ev.event_id for (ev, _), _ in results}))
             for (ev, channel), (status, error) in results:
                 attempts.append(await deliveries.finish(ev.event_id, channel.name, status, error))
                 about = {
@@ -168,22 +170,18 @@ async def _certificate_facts(
     session: AsyncSession, events: list[Event]
 ) -> dict[str, CertificateFacts]:
     """Remember what issuance says of each certificate; look up the ones events name."""
-    for ev in events:
-        if isinstance(ev, CertIssued) and not await session.get(CertificateFacts, ev.cert_id):
-            session.add(
-                CertificateFacts(
-                    cert_id=ev.cert_id,
-                    owner=ev.owner,
-                    template=ev.template,
-                    subject_dn=ev.subject_dn,
-                )
-            )
-    await session.flush()
     wanted = {str(ev.cert_id) for ev in events if getattr(ev, "cert_id", None)}
     if not wanted:
         return {}
     query = select(CertificateFacts).where(col(CertificateFacts.cert_id).in_(wanted))
-    return {row.cert_id: row for row in (await session.exec(query)).all()}
+    known = {row.cert_id: row for row in (await session.exec(query)).all()}
+    for ev in events:
+        if isinstance(ev, CertIssued) and ev.cert_id not in known:
+            known[ev.cert_id] = CertificateFacts(
+                cert_id=ev.cert_id, owner=ev.owner, template=ev.template, subject_dn=ev.subject_dn
+            )
+            session.add(known[ev.cert_id])
+    return known
 
 
 def _log_outcome(
