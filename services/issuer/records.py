@@ -96,7 +96,10 @@ def issued_values(fields: dict[str, Any], record: str | None = None) -> dict[str
 
 def issued_record(row: IssuedCertificate) -> dict[str, Any]:
     """The stored description of an issued certificate, without any event envelope."""
-    data: dict[str, Any] = json.loads(row.issued)
+    return without_envelope(json.loads(row.issued))
+
+
+def without_envelope(data: dict[str, Any]) -> dict[str, Any]:
     for key in ENVELOPE:
         data.pop(key, None)
     return data

@@ -8,24 +8,22 @@ import json
 from typing import Any
 
 from cryptography import x509
-from sqlalchemy.exc import IntegrityError
 
 from services.issuer import errors, records, urls
+from services.issuer.batch import BatchIssuer, GroupCommit, Outcome, Work
 from services.issuer.ca import CertificateAuthority
 from services.issuer.errors import Rejection
 from services.issuer.issuance import (
     Enrollment,
     Issuer,
-    issued_event_id,
     issued_fields,
     renewal_enrollment,
 )
 from services.issuer.keys import generate_key
 from services.issuer.pfx import build_pkcs12
 from services.issuer.templates import KeyGeneration, KeyRules, SanRules, SubjectRules, Template
-from services.issuer.x509build import LeafRequest
 from shared.bus import RpcError
-from shared.events import CertIssued, CertRenewed, derived_id, new_id
+from shared.events import new_id
 from shared.pki import pem, render_serial, thumbprint
 from shared.runtime import ServiceRuntime
 
@@ -64,6 +62,7 @@ class IssuerRpc:
         self.rt = rt
         self.issuer = issuer
         self.ocsp_validity_days = ocsp_validity_days
+        self._group = GroupCommit(BatchIssuer(rt, issuer).issue)
 
     def register(self) -> None:
         for name, fn in (
@@ -100,7 +99,7 @@ class IssuerRpc:
         """Issue for a CSR checked against the template; a repeated request id returns the same."""
         req = self._enrollment(request, csr=_text(request, "csr"))
         try:
-            return await self._issue(req, lambda: self.issuer.prepare(req))
+            return await self._issue(req)
         except Rejection as exc:
             raise _rpc_error(exc) from exc
 
@@ -140,9 +139,7 @@ class IssuerRpc:
                         "or a password for a server-made PKCS#12",
                     )
                 return await self._issue_with_server_key(req, password, renewal_of=old["cert_id"])
-            return await self._issue(
-                req, lambda: self.issuer.prepare(req), renewal_of=old["cert_id"]
-            )
+            return await self._issue(req, renewal_of=old["cert_id"])
         except Rejection as exc:
             raise _rpc_error(exc) from exc
 
@@ -202,9 +199,6 @@ class IssuerRpc:
     async def _issue_with_server_key(
         self, req: Enrollment, password: str, renewal_of: str | None = None
     ) -> dict[str, Any]:
-        existing = await self._existing(req.request_id)
-        if existing is not None:
-            return {**existing, "pkcs12_b64": None, "note": "already issued; the key is not kept"}
         template = self.issuer.templates.get(req.template)
         if template is None:
             raise Rejection(errors.UNKNOWN_TEMPLATE, f"no template named {req.template!r}", 404)
@@ -215,72 +209,29 @@ class IssuerRpc:
                 "PFX enrollment is not allowed",
             )
         key = await asyncio.to_thread(generate_key, template.keys.server_key_type)
-        holder: dict[str, Any] = {}
-        result = await self._issue(
-            req,
-            lambda: self.issuer.prepare(req, server_key=key.public_key()),
-            renewal_of=renewal_of,
-            keep=holder,
-        )
-        if "cert" not in holder:  # a concurrent call with the same request id won
+        outcome = await self._submit(Work(req, renewal_of=renewal_of, server_key=key.public_key()))
+        result = _response(outcome.fields or {})
+        if outcome.certificate is None or outcome.leaf is None:
             return {**result, "pkcs12_b64": None, "note": "already issued; the key is not kept"}
-        cert, leaf = holder["cert"], holder["leaf"]
         blob = await asyncio.to_thread(
             build_pkcs12,
             key,
-            cert,
-            leaf.ca.chain(),
+            outcome.certificate,
+            outcome.leaf.ca.chain(),
             password,
             result.get("subject_dn") or req.request_id,
         )
         return {**result, "pkcs12_b64": base64.b64encode(blob).decode()}
 
-    async def _existing(self, request_id: str) -> dict[str, Any] | None:
-        async with self.rt.db.session() as session:  # type: ignore[union-attr]
-            done = await records.issued_for(session, [request_id])
-        row = done.get(request_id)
-        return _response(records.issued_record(row)) if row else None
+    async def _issue(self, req: Enrollment, renewal_of: str | None = None) -> dict[str, Any]:
+        outcome = await self._submit(Work(req, renewal_of=renewal_of))
+        return _response(outcome.fields or {})
 
-    async def _issue(
-        self,
-        req: Enrollment,
-        prepare,
-        renewal_of: str | None = None,
-        keep: dict[str, Any] | None = None,
-    ) -> dict[str, Any]:
-        existing = await self._existing(req.request_id)
-        if existing is not None:
-            return existing
-        leaf: LeafRequest = prepare()
-        try:
-            async with self.rt.unit_of_work() as uow:
-                [serial] = await records.fresh_serials(
-                    uow.session, [(leaf.ca.name, x509.random_serial_number())]
-                )
-                cert = self.issuer.sign(leaf, serial)
-                fields = {**issued_fields(cert, leaf, req), "renewal_of": renewal_of}
-                uow.session.add(records.issued_row(fields))
-                event = CertIssued(
-                    event_id=issued_event_id(req.request_id), actor=req.actor, **fields
-                )
-                uow.emit(event)
-                if renewal_of:
-                    uow.emit(
-                        event.caused(
-                            CertRenewed,
-                            event_id=derived_id("cert.renewed", req.request_id),
-                            old_cert_id=renewal_of,
-                            new_cert_id=fields["cert_id"],
-                        )
-                    )
-        except IntegrityError:
-            existing = await self._existing(req.request_id)
-            if existing is None:
-                raise
-            return existing
-        if keep is not None:
-            keep.update(cert=cert, leaf=leaf)
-        return _response(json.loads(json.dumps(fields, default=str)))
+    async def _submit(self, work: Work) -> Outcome:
+        outcome = await self._group.submit(work)
+        if outcome.rejection is not None:
+            raise outcome.rejection
+        return outcome
 
 
 def _response(fields: dict[str, Any]) -> dict[str, Any]:
