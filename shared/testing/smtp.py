@@ -30,7 +30,7 @@ class SmtpSink:
             writer.write(line.encode() + b"\r\n")
             await writer.drain()
 
-        sender, recipients = "", []
+        sender, recipients = "", list[str]()
         await reply("220 sink ESMTP")
         while line := (await reader.readline()).decode().rstrip("\r\n"):
             verb = line.split(" ", 1)[0].upper()

@@ -31,7 +31,7 @@ class WebhookSink:
     def url(self) -> str:
         assert self._server is not None
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}/hook"
+        return f"http://{host!s}:{port}/hook"
 
     @property
     def accepted(self) -> list[Received]:
