@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "services.cli.commands_templates",
     "services.cli.commands_enroll",
     "services.cli.commands_metadata",
+    "services.cli.commands_notifications",
 ]
 
 
