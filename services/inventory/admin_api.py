@@ -9,6 +9,7 @@ from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.inventory import catalog, jobs, offboarding, stores
+from services.inventory.reads import Reads
 from services.inventory.tables import (
     Agent,
     Certificate,
@@ -23,7 +24,6 @@ from services.inventory.tables import (
     User,
     UserDevice,
 )
-from services.inventory.reads import Reads
 from services.inventory.timeutil import iso
 from shared.bus import RpcError
 from shared.clock import utcnow

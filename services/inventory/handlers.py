@@ -39,6 +39,18 @@ class Handlers:
         self.rt = runtime
         self.policy = policy
 
+    def batch_prefetched(self, step: Step) -> Callable[[list[Any]], Awaitable[None]]:
+        """Like ``batch``, loading the batch's identities first (for onboarding bursts)."""
+
+        async def handle(events: list[Any]) -> None:
+            async with self.rt.unit_of_work() as uow:
+                await identities.prefetch(uow.session, events)
+                for ev in events:
+                    uow.emit(*await step(uow.session, ev))
+
+        handle.__doc__ = step.__doc__
+        return handle
+
     def batch(
         self, step: Step, check_offboardings: bool = True
     ) -> Callable[[list[Any]], Awaitable[None]]:
@@ -160,8 +172,8 @@ class Handlers:
 
 
 def register(rt: ServiceRuntime, h: Handlers) -> None:
-    rt.consume(subjects.USER_ONBOARDED, h.batch(h.user_changed, False))
-    rt.consume(subjects.USER_UPDATED, h.batch(h.user_changed, False))
+    rt.consume(subjects.USER_ONBOARDED, h.batch_prefetched(h.user_changed))
+    rt.consume(subjects.USER_UPDATED, h.batch_prefetched(h.user_changed))
     rt.consume(subjects.USER_OFFBOARDED, h.batch(h.user_offboarded))
     rt.consume(subjects.DEVICE_ASSIGNED, h.batch(h.device_assigned, False))
     rt.consume(subjects.DEVICE_UNASSIGNED, h.batch(h.device_unassigned, False))

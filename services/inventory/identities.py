@@ -6,9 +6,18 @@ from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.inventory import jobs
+from services.inventory import prefetch as prefetch_module
 from services.inventory.policy import Person, Policy, Provision
 from services.inventory.stores import record_store
-from services.inventory.tables import Certificate, Device, ProvisioningRequest, User, UserDevice
+from services.inventory.tables import (
+    Agent,
+    Certificate,
+    Device,
+    ProvisioningRequest,
+    Store,
+    User,
+    UserDevice,
+)
 from shared.clock import utcnow
 from shared.events import (
     AgentJob,
@@ -27,11 +36,31 @@ def request_id_for(user: str, device: str, template: str) -> str:
     return derived_id("provision", user, device, template)
 
 
+def _fresh(session: AsyncSession) -> set[str]:
+    """Users created in this transaction: they have no links, requests or jobs to look up."""
+    return session.info.setdefault("inventory_fresh_users", set())
+
+
+def _devices(session: AsyncSession) -> dict[str, Device]:
+    return session.info.setdefault("inventory_devices", {})
+
+
+async def prefetch(session: AsyncSession, events: list[UserOnboarded]) -> None:
+    """Load the batch's users, devices, agents and stores in four queries."""
+    devices = {d for ev in events for d in ev.devices}
+    await prefetch_module.load(session, User, User.user, {ev.user for ev in events})
+    await prefetch_module.load(session, Device, Device.name, devices)
+    await prefetch_module.load(session, Agent, Agent.machine, devices)
+    await prefetch_module.load(session, Store, Store.machine, devices)
+    session.info["inventory_store_machines"] = devices
+
+
 async def upsert_user(session: AsyncSession, ev: UserOnboarded) -> User:
-    user = await session.get(User, ev.user)
+    user = await prefetch_module.lookup(session, User, ev.user)
     if user is None:
         user = User(user=ev.user)
-        session.add(user)
+        prefetch_module.added(session, user, ev.user)
+        _fresh(session).add(ev.user)
     user.email, user.department, user.roles = ev.email, ev.department, list(ev.roles)
     if user.status == "offboarded" and ev.subject == UserOnboarded.subject:
         user.status, user.offboarded_at = "active", None
@@ -42,18 +71,26 @@ async def upsert_user(session: AsyncSession, ev: UserOnboarded) -> User:
 
 
 async def ensure_device(session: AsyncSession, name: str) -> Device:
-    device = await session.get(Device, name)
+    known = _devices(session)
+    device = known.get(name) or await prefetch_module.lookup(session, Device, name)
     if device is None:
         device = Device(name=name)
-        session.add(device)
+        prefetch_module.added(session, device, name)
+    known[name] = device
     return device
 
 
 async def link(session: AsyncSession, user: str, device: str) -> None:
     await ensure_device(session, device)
-    row = await session.get(UserDevice, (user, device))
+    fresh = user in _fresh(session)
+    fresh_links = session.info.setdefault("inventory_fresh_links", {}).setdefault(user, [])
+    if fresh and device in fresh_links:
+        return
+    row = None if fresh else await session.get(UserDevice, (user, device))
     if row is None:
         session.add(UserDevice(user=user, device=device))
+        if fresh:
+            fresh_links.append(device)
     elif not row.active:
         row.active, row.unlinked_at, row.linked_at = True, None, utcnow()
 
@@ -71,6 +108,8 @@ async def unlink(session: AsyncSession, user: str | None, device: str) -> list[s
 
 
 async def devices_of(session: AsyncSession, user: str, active_only: bool = True) -> list[str]:
+    if user in _fresh(session):
+        return sorted(session.info.get("inventory_fresh_links", {}).get(user, []))
     query = select(UserDevice.device).where(UserDevice.user == user)
     if active_only:
         query = query.where(UserDevice.active)
@@ -89,6 +128,8 @@ async def provision(session: AsyncSession, policy: Policy, user: User, cause: Ev
         job = await _request(session, user.user, p, cause)
         if job is not None:
             out.append(job)
+    if user.user in _fresh(session):
+        return out
     keep = {(p.device, p.template) for p in wanted}
     for request in await current_requests(session, user.user):
         if (request.device, request.template) not in keep:
@@ -136,26 +177,33 @@ async def retire(
 
 
 async def _device_usable(session: AsyncSession, name: str) -> bool:
-    device = await session.get(Device, name)
+    device = _devices(session).get(name) or await session.get(Device, name)
     return device is not None and device.status == "active"
 
 
 async def _request(session: AsyncSession, user: str, p: Provision, cause: Event) -> AgentJob | None:
     first_id = request_id_for(user, p.device, p.template)
-    current = [
-        r for r in await current_requests(session, user, p.device) if r.template == p.template
-    ]
-    if current:
+    fresh = user in _fresh(session)
+    request_id = first_id
+    opened: set[str] = session.info.setdefault("inventory_fresh_requests", set())
+    if fresh and first_id in opened:
         return None
-    # The first request for a slot has the well-known id; a later one (after retirement) is
-    # named after the event that asked for it, so the issuer sees a new request.
-    first = await session.get(ProvisioningRequest, first_id)
-    request_id = first_id if first is None else derived_id(first_id, cause.event_id)
-    if await session.get(ProvisioningRequest, request_id) is not None:
-        return None
+    if not fresh:
+        current = [
+            r for r in await current_requests(session, user, p.device) if r.template == p.template
+        ]
+        if current:
+            return None
+        # The first request for a slot has the well-known id; a later one (after retirement)
+        # is named after the event that asked for it, so the issuer sees a new request.
+        if await session.get(ProvisioningRequest, first_id) is not None:
+            request_id = derived_id(first_id, cause.event_id)
+            if await session.get(ProvisioningRequest, request_id) is not None:
+                return None
     target = StoreTarget(
         machine=p.device, store_type=p.store_type, store_path=p.store_path, alias=p.alias
     )
+    opened.add(request_id)
     session.add(
         ProvisioningRequest(
             request_id=request_id,
@@ -170,6 +218,7 @@ async def _request(session: AsyncSession, user: str, p: Provision, cause: Event)
     return await jobs.send(
         session,
         cause,
+        known_new=fresh,
         job_id=derived_id("job", request_id, "reenroll"),
         machine=p.device,
         kind=JobKind.REENROLL,

@@ -12,10 +12,12 @@ from shared.clock import utcnow
 from shared.events import AgentJob, AgentJobCompleted, AgentJobFailed, Event, JobKind, StoreTarget
 
 
-async def send(session: AsyncSession, cause: Event, **fields: Any) -> AgentJob | None:
+async def send(
+    session: AsyncSession, cause: Event, known_new: bool = False, **fields: Any
+) -> AgentJob | None:
     """Record a job and return it for the outbox; ``None`` when that job was already sent."""
     job = cause.caused(AgentJob, event_id=fields["job_id"], **fields)
-    if await session.get(Job, job.job_id) is not None:
+    if not known_new and await session.get(Job, job.job_id) is not None:
         return None
     session.add(
         Job(

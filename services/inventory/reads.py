@@ -38,8 +38,9 @@ Reads = Database | ReadView
 def read_view(db: Database, url: str) -> Reads:
     if not is_sqlite(db.engine):
         return db
-    engine = create_async_engine(normalise_url(url), pool_size=4, max_overflow=4,
-                                 connect_args={"timeout": 30})
+    engine = create_async_engine(
+        normalise_url(url), pool_size=4, max_overflow=4, connect_args={"timeout": 30}
+    )
 
     @event.listens_for(engine.sync_engine, "connect")
     def _connect(dbapi_connection, _record):  # type: ignore[no-untyped-def]

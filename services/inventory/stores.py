@@ -9,6 +9,7 @@ from typing import Any
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from services.inventory.prefetch import lookup
 from services.inventory.tables import Agent, Device, Store
 from services.inventory.timeutil import as_utc, iso
 from shared.clock import utcnow
@@ -23,11 +24,19 @@ async def record_store(
     session: AsyncSession, target: StoreTarget, source: str, status: str = "approved"
 ) -> Store:
     sid = store_id(target.machine, target.store_type, target.store_path)
-    row = await session.get(Store, sid)
+    cache: dict[str, Store] = session.info.setdefault("inventory_stores", {})
+    prefetched = target.machine in session.info.get("inventory_store_machines", ())
+    row = cache.get(sid)
+    if row is None and not prefetched:
+        row = await session.get(Store, sid)
+    if row is None and prefetched:
+        row = next((s for s in session.identity_map.values()
+                    if isinstance(s, Store) and s.id == sid), None)  # fmt: skip
     if row is None:
         row = Store(id=sid, machine=target.machine, store_type=target.store_type,
                     store_path=target.store_path, source=source, status=status)  # fmt: skip
         session.add(row)
+    cache[sid] = row
     return row
 
 
@@ -54,7 +63,7 @@ async def heard_from(
 async def approve_known_devices(session: AsyncSession, machines: list[str]) -> None:
     """Agents that reported before HR named their machine are approved once it is known."""
     for machine in machines:
-        row = await session.get(Agent, machine)
+        row = await lookup(session, Agent, machine)
         if row is not None and row.status == "pending" and row.decided_by is None:
             row.status, row.decided_by, row.decided_at = "approved", "known device", utcnow()
 

@@ -1,6 +1,6 @@
 """Job fan-out: one burst of work pushed to 200 agents on a real nats-server.
 
-Inventory (SQLite) receives 200 onboardings at once and sends each machine's agent a
+Inventory (its own process, SQLite) receives 200 onboardings at once and sends each machine's agent a
 re-enrollment job; every agent (the real agent runtime, in-process, each with its own NATS
 connection and durable consumer) makes a key and a CSR; a stand-in issuer signs; inventory
 sends the install job; the agent writes the store and reports. Measured: time from the push
@@ -17,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,8 +28,6 @@ import nats
 
 from services.agent.app import build as build_agent
 from services.agent.settings import AgentSettings
-from services.inventory.app import build as build_inventory
-from services.inventory.settings import InventorySettings
 from shared import subjects
 from shared.bus import ensure_streams
 from shared.events import CertRequested, UserOnboarded
@@ -58,7 +58,9 @@ async def stand_in_issuer(nc: Any, ca: TestCA, stop: asyncio.Event) -> None:
         await asyncio.gather(*(m.ack() for m in msgs))
 
 
-async def count_until(nc: Any, subject: str, n: int, marks: dict[str, float], key: str) -> None:
+async def count_until(
+    nc: Any, subject: str, n: int, marks: dict[str, float], key: str, kind: str | None = None
+) -> None:
     sub = await nc.jetstream().pull_subscribe(subject, durable=f"bench-count-{key}")
     seen = 0
     while seen < n:
@@ -66,21 +68,37 @@ async def count_until(nc: Any, subject: str, n: int, marks: dict[str, float], ke
             msgs = await sub.fetch(min(500, n - seen), timeout=0.5)
         except TimeoutError:
             continue
-        seen += len(msgs)
+        seen += sum(1 for m in msgs if kind is None or json.loads(m.data).get("kind") == kind)
         await asyncio.gather(*(m.ack() for m in msgs))
     marks[key] = time.perf_counter()
 
 
+async def start_inventory(url: str, work: Path) -> subprocess.Popen[bytes]:
+    """Inventory as its own process, as in production (it must not share the agents' loop)."""
+    env = {**os.environ, "CERTBUS_NATS_URL": url, "CERTBUS_LOG_LEVEL": "WARNING",
+           "CERTBUS_INVENTORY_DATABASE_URL": f"sqlite+aiosqlite:///{work / 'inventory.db'}"}
+    log = open(work / "inventory.log", "wb")  # noqa: SIM115 - the child owns it
+    proc = subprocess.Popen([sys.executable, "-m", "services.inventory"], env=env, stdout=log,
+                            stderr=subprocess.STDOUT)  # fmt: skip
+    nc = await nats.connect(url)
+    try:
+        for _ in range(300):
+            try:
+                await nc.request(subjects.rpc("inventory", "ping"), b"{}", timeout=0.5)
+                return proc
+            except Exception:  # noqa: BLE001 - not up yet
+                await asyncio.sleep(0.1)
+    finally:
+        await nc.close()
+    proc.kill()
+    raise RuntimeError("inventory did not start")
+
+
 async def certbus_fanout(url: str, work: Path) -> dict[str, Any]:
-    inventory = build_inventory(
-        InventorySettings(
-            nats_url=url, inventory_database_url=f"sqlite+aiosqlite:///{work / 'inventory.db'}"
-        )
-    )
+    inventory = await start_inventory(url, work)
     machines = [f"bench-{i:03d}.example.com" for i in range(AGENTS)]
     agents = [build_agent(AgentSettings(nats_url=url, machine=m, root=work / m,
                                         heartbeat_seconds=300)) for m in machines]  # fmt: skip
-    await inventory.app.start()
     started = time.perf_counter()
     for a in agents:
         await a.app.start()
@@ -90,7 +108,10 @@ async def certbus_fanout(url: str, work: Path) -> dict[str, Any]:
     issuer = asyncio.create_task(stand_in_issuer(nc, TestCA(), stop))
     marks: dict[str, float] = {}
     watchers = [
+        asyncio.create_task(count_until(nc, subjects.AGENT_JOBS_WILDCARD, AGENTS, marks, "jobs",
+                                       "reenroll")),
         asyncio.create_task(count_until(nc, subjects.CERT_REQUESTED, AGENTS, marks, "csrs")),
+        asyncio.create_task(count_until(nc, subjects.CERT_ISSUED, AGENTS, marks, "issued")),
         asyncio.create_task(count_until(nc, subjects.CERT_INSTALLED, AGENTS, marks, "installed")),
     ]
     await asyncio.sleep(0.5)
@@ -111,10 +132,13 @@ async def certbus_fanout(url: str, work: Path) -> dict[str, Any]:
     installed = sum(1 for m in machines if (work / m / "certs" / "user-client").is_dir())
     for a in agents:
         await a.app.stop()
-    await inventory.app.stop()
+    inventory.terminate()
+    inventory.wait(30)
     return {
         "agents": AGENTS,
+        "all_reenroll_jobs_sent_seconds": round(marks["jobs"] - push, 3),
         "all_csrs_seconds": round(marks["csrs"] - push, 3),
+        "all_issued_seconds": round(marks["issued"] - push, 3),
         "all_installed_seconds": round(marks["installed"] - push, 3),
         "stores_written": installed,
     }

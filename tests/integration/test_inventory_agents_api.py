@@ -32,7 +32,7 @@ MACHINE = "web-01"
 @pytest.fixture
 async def api(nats_url: str, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     inventory = build_inventory(InventorySettings(
-        nats_url=nats_url, agent_offline_after_seconds=1.0,
+        nats_url=nats_url, agent_offline_after_seconds=2.0,
         inventory_database_url=f"sqlite+aiosqlite:///{tmp_path / 'inv.db'}"))  # fmt: skip
     await inventory.app.start()
     gateway = build_gateway(GatewaySettings(nats_url=nats_url, rpc_timeout=5.0))
@@ -80,7 +80,7 @@ async def test_an_unknown_agent_waits_for_approval_then_manages_its_stores(
         return (await api.get("/v1/agents", params={"status": "pending"})).json()["items"]
 
     (pending,) = await eventually(registered)
-    assert (pending["machine"], pending["state"]) == (MACHINE, "online")
+    assert pending["machine"] == MACHINE and pending["decided_by"] is None
     refused = await api.post("/v1/stores", json={"machine": MACHINE, "store_type": "jks",
                                                  "store_path": "app/keystore.jks"})
     assert refused.status_code == 409 and refused.json()["error"]["code"] == "agent_not_approved"
