@@ -297,3 +297,22 @@ async def test_subscriptions_send_each_channel_only_what_it_asked_for(
         ("tls-team", "webhook"),
         ("alice", "webhook"),
     ]
+
+
+async def test_two_replicas_share_the_work_and_still_send_each_event_once(
+    nats_url: str, nats_client, database_url: str, sinks: list[WebhookSink]
+) -> None:
+    sink = sinks[0]
+    replicas = [await _notifier(nats_url, database_url, [sink.url]) for _ in range(2)]
+    try:
+        events = [issued_event(f"r{i}.example") for i in range(60)]
+        for ev in events:
+            await _publish(nats_client, ev)
+            await _publish(nats_client, ev, msg_id="again-" + ev.event_id)
+        await _until(lambda: len(sink.accepted) >= len(events))
+        await _drained(nats_client)
+    finally:
+        for runtime in replicas:
+            await runtime.app.stop()
+    keys = [r.headers["Idempotency-Key"] for r in sink.accepted]
+    assert sorted(keys) == sorted(ev.event_id for ev in events)
