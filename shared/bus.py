@@ -219,13 +219,21 @@ RpcHandler = Callable[[dict[str, Any]], Awaitable[Any]]
 
 
 def rpc_endpoint(
-    router: NatsRouter | NatsBroker, service: str, operation: str, fn: RpcHandler
+    router: NatsRouter | NatsBroker,
+    service: str,
+    operation: str,
+    fn: RpcHandler,
+    max_workers: int = 1,
 ) -> None:
-    """Serve ``rpc.<service>.<operation>``: replicas share it through a queue group."""
+    """Serve ``rpc.<service>.<operation>``: replicas share it through a queue group.
+
+    ``max_workers`` > 1 lets one process answer that many calls concurrently.
+    """
 
     @router.subscriber(
         subjects.rpc(service, operation),
         queue=f"{service}-rpc",
+        max_workers=max_workers,
         title=f"{service}:rpc:{operation}",
         description=(fn.__doc__ or "").strip() or None,
     )

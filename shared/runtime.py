@@ -105,8 +105,8 @@ class ServiceRuntime:
             max_wait=max_wait if max_wait is not None else self.settings.consumer_max_wait,
         )
 
-    def rpc(self, operation: str, fn: RpcHandler) -> None:
-        rpc_endpoint(self.broker, self.service, operation, fn)
+    def rpc(self, operation: str, fn: RpcHandler, max_workers: int = 1) -> None:
+        rpc_endpoint(self.broker, self.service, operation, fn, max_workers=max_workers)
 
     @asynccontextmanager
     async def unit_of_work(self) -> AsyncIterator[UnitOfWork]:

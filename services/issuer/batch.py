@@ -134,12 +134,19 @@ class BatchIssuer:
 class GroupCommit:
     """Concurrent single requests, issued together: one transaction per round, not per call.
 
-    The first call starts a round at once; calls arriving meanwhile wait for the next one.
+    A round starts ``window`` seconds after the first call, so the calls in flight join it;
+    calls arriving during a round wait for the next one.
     """
 
-    def __init__(self, issue: Callable[[list[Work]], Awaitable[list[Outcome]]], limit: int = 256):
+    def __init__(
+        self,
+        issue: Callable[[list[Work]], Awaitable[list[Outcome]]],
+        limit: int = 256,
+        window: float = 0.002,
+    ) -> None:
         self._issue = issue
         self._limit = limit
+        self._window = window
         self._queue: list[tuple[Work, asyncio.Future[Outcome]]] = []
         self._runner: asyncio.Task[None] | None = None
 
@@ -151,6 +158,7 @@ class GroupCommit:
         return await future
 
     async def _drain(self) -> None:
+        await asyncio.sleep(self._window)
         while self._queue:
             round_, self._queue = self._queue[: self._limit], self._queue[self._limit :]
             try:

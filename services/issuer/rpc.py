@@ -28,6 +28,9 @@ from shared.pki import pem, render_serial, thumbprint
 from shared.runtime import ServiceRuntime
 
 
+RPC_CONCURRENCY = 64
+
+
 def ca_view(ca: CertificateAuthority, base_url: str) -> dict[str, Any]:
     cert = ca.certificate
     return {
@@ -74,7 +77,7 @@ class IssuerRpc:
             ("certs.get", self.cert_get),
             ("ocsp.signer", self.ocsp_signer),
         ):
-            self.rt.rpc(name, fn)
+            self.rt.rpc(name, fn, max_workers=RPC_CONCURRENCY if name.startswith("enroll.") else 1)
 
     async def cas_list(self, _request: dict[str, Any]) -> dict[str, Any]:
         """The CAs this issuer holds, each with its chain (PEM, leaf-most first)."""
