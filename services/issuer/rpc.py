@@ -27,7 +27,6 @@ from shared.events import new_id
 from shared.pki import pem, render_serial, thumbprint
 from shared.runtime import ServiceRuntime
 
-
 RPC_CONCURRENCY = 64
 
 
