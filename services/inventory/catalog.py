@@ -10,6 +10,7 @@ from sqlalchemy import delete, func, or_
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from services.inventory import prefetch
 from services.inventory.tables import Certificate, CertificateEvent, CertificateField, Location
 from services.inventory.timeutil import as_utc, iso
 from shared import pki
@@ -39,14 +40,24 @@ def common_name(subject_dn: str | None) -> str | None:
     return str(attrs[0].value) if attrs else None
 
 
+def _created(session: AsyncSession) -> set[str]:
+    """Certificates first recorded in this transaction: no history or fields to look up."""
+    return session.info.setdefault("inventory_created_certs", set())
+
+
 async def history(session: AsyncSession, cert_id: str, ev: Event, **details: Any) -> None:
-    exists = await session.exec(
-        select(CertificateEvent.id).where(
-            CertificateEvent.cert_id == cert_id, CertificateEvent.event_id == ev.event_id
-        )
-    )
-    if exists.first() is not None:
+    seen: set[tuple[str, str]] = session.info.setdefault("inventory_history", set())
+    if (cert_id, ev.event_id) in seen:
         return
+    if cert_id not in _created(session):
+        exists = await session.exec(
+            select(CertificateEvent.id).where(
+                CertificateEvent.cert_id == cert_id, CertificateEvent.event_id == ev.event_id
+            )
+        )
+        if exists.first() is not None:
+            return
+    seen.add((cert_id, ev.event_id))
     session.add(
         CertificateEvent(
             cert_id=cert_id,
@@ -60,18 +71,20 @@ async def history(session: AsyncSession, cert_id: str, ev: Event, **details: Any
 
 
 async def set_fields(session: AsyncSession, cert_id: str, values: dict[str, str]) -> None:
-    await session.exec(delete(CertificateField).where(CertificateField.cert_id == cert_id))  # type: ignore[call-overload]
+    if cert_id not in _created(session):
+        await session.exec(delete(CertificateField).where(CertificateField.cert_id == cert_id))  # type: ignore[call-overload]
     for key, value in values.items():
         session.add(CertificateField(cert_id=cert_id, field=key, value=value))
 
 
 async def record_issued(session: AsyncSession, ev: CertIssued) -> tuple[Certificate, bool]:
     """Record (or complete) a certificate; returns it and whether it was new to the catalog."""
-    row = await session.get(Certificate, ev.cert_id)
+    row = await prefetch.lookup(session, Certificate, ev.cert_id)
     new = row is None or row.source == "placeholder"
     if row is None:
         row = Certificate(cert_id=ev.cert_id, serial=ev.serial)
-        session.add(row)
+        prefetch.added(session, row, ev.cert_id)
+        _created(session).add(ev.cert_id)
     if new:
         for key in (
             "serial", "issuer_ca", "issuer_dn", "subject_dn", "sans", "thumbprint_sha1",

@@ -32,6 +32,7 @@ from shared.events import (
 from shared.runtime import ServiceRuntime, UnitOfWork
 
 Step = Callable[[AsyncSession, Any], Awaitable[list[Event]]]
+Prefetch = Callable[[AsyncSession, list[Any]], Awaitable[None]]
 
 
 class Handlers:
@@ -39,14 +40,18 @@ class Handlers:
         self.rt = runtime
         self.policy = policy
 
-    def batch_prefetched(self, step: Step) -> Callable[[list[Any]], Awaitable[None]]:
-        """Like ``batch``, loading the batch's identities first (for onboarding bursts)."""
+    def batch_prefetched(
+        self, step: Step, load: Prefetch, check_offboardings: bool = False
+    ) -> Callable[[list[Any]], Awaitable[None]]:
+        """Like ``batch``, loading the batch's rows first (for bursts of events)."""
 
         async def handle(events: list[Any]) -> None:
             async with self.rt.unit_of_work() as uow:
-                await identities.prefetch(uow.session, events)
+                await load(uow.session, events)
                 for ev in events:
                     uow.emit(*await step(uow.session, ev))
+                if check_offboardings:
+                    await self._complete_offboardings(uow)
 
         handle.__doc__ = step.__doc__
         return handle
@@ -172,13 +177,15 @@ class Handlers:
 
 
 def register(rt: ServiceRuntime, h: Handlers) -> None:
-    rt.consume(subjects.USER_ONBOARDED, h.batch_prefetched(h.user_changed))
-    rt.consume(subjects.USER_UPDATED, h.batch_prefetched(h.user_changed))
+    rt.consume(subjects.USER_ONBOARDED, h.batch_prefetched(h.user_changed, identities.prefetch))
+    rt.consume(subjects.USER_UPDATED, h.batch_prefetched(h.user_changed, identities.prefetch))
     rt.consume(subjects.USER_OFFBOARDED, h.batch(h.user_offboarded))
     rt.consume(subjects.DEVICE_ASSIGNED, h.batch(h.device_assigned, False))
     rt.consume(subjects.DEVICE_UNASSIGNED, h.batch(h.device_unassigned, False))
     rt.consume(subjects.DEVICE_DECOMMISSIONED, h.batch(h.device_decommissioned, False))
-    rt.consume(subjects.CERT_ISSUED, h.batch(h.cert_issued))
+    rt.consume(
+        subjects.CERT_ISSUED, h.batch_prefetched(h.cert_issued, provisioning.prefetch_issued, True)
+    )
     rt.consume(subjects.CERT_REJECTED, h.batch(h.cert_rejected))
     rt.consume(subjects.CERT_INSTALLED, h.batch(h.cert_installed))
     rt.consume(subjects.CERT_REMOVED, h.batch(h.cert_removed))

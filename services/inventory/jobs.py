@@ -6,6 +6,7 @@ from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from services.inventory import prefetch
 from services.inventory.tables import Job
 from services.inventory.timeutil import as_utc, iso
 from shared.clock import utcnow
@@ -17,9 +18,10 @@ async def send(
 ) -> AgentJob | None:
     """Record a job and return it for the outbox; ``None`` when that job was already sent."""
     job = cause.caused(AgentJob, event_id=fields["job_id"], **fields)
-    if not known_new and await session.get(Job, job.job_id) is not None:
+    if not known_new and await prefetch.lookup(session, Job, job.job_id) is not None:
         return None
-    session.add(
+    prefetch.added(
+        session,
         Job(
             job_id=job.job_id,
             machine=job.machine,
@@ -27,7 +29,8 @@ async def send(
             request_id=job.request_id,
             cert_id=job.cert_id,
             target=job.target.model_dump() if job.target else None,
-        )
+        ),
+        job.job_id,
     )
     return job
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.inventory import catalog, jobs
-from services.inventory.tables import Certificate, ProvisioningRequest, User
+from services.inventory import catalog, jobs, prefetch
+from services.inventory.tables import Certificate, Job, ProvisioningRequest, User
 from shared.clock import utcnow
 from shared.events import (
     AgentJob,
@@ -18,10 +18,20 @@ from shared.events import (
 )
 
 
+async def prefetch_issued(session: AsyncSession, events: list[CertIssued]) -> None:
+    """Load a batch's certificates, requests, owners and install jobs in four queries."""
+    await prefetch.load(session, Certificate, Certificate.cert_id, {e.cert_id for e in events})
+    await prefetch.load(session, ProvisioningRequest, ProvisioningRequest.request_id,
+                        {e.request_id for e in events})  # fmt: skip
+    await prefetch.load(session, User, User.user, {e.owner for e in events if e.owner})
+    await prefetch.load(session, Job, Job.job_id,
+                        {derived_id("job", e.cert_id, "add") for e in events})  # fmt: skip
+
+
 async def issued(session: AsyncSession, ev: CertIssued) -> list[AgentJob]:
     """Record the certificate and, when it was asked for a store, send the install job."""
     cert, new = await catalog.record_issued(session, ev)
-    request = await session.get(ProvisioningRequest, ev.request_id)
+    request = await prefetch.lookup(session, ProvisioningRequest, ev.request_id)
     if request is not None and request.status in ("waiting", "failed"):
         request.status, request.cert_id, request.error = "issued", ev.cert_id, None
         request.updated_at = utcnow()
@@ -95,5 +105,5 @@ async def remove_everywhere(
 
 
 async def _offboarded(session: AsyncSession, user: str) -> bool:
-    row = await session.get(User, user)
+    row = await prefetch.lookup(session, User, user)
     return row is not None and row.status == "offboarded"
