@@ -17,6 +17,7 @@ from services.issuer.crl import CrlEntry, build_crl
 from services.issuer.crlpub import CrlPublisher, CrlTiming
 from services.issuer.tables import TABLES
 from shared import outbox
+from shared.clock import FixedClock
 from shared.db import Database
 from shared.events import CertReleased, CertRevoked
 from shared.pki import RevocationReason, render_serial
@@ -202,3 +203,22 @@ async def test_a_released_hold_leaves_the_full_crl_and_is_removed_in_the_delta(p
         delta.extensions.get_extension_for_class(x509.DeltaCRLIndicator).value.crl_number
         == events[True].base_crl_number
     )
+
+
+async def test_crls_are_regenerated_on_schedule_well_before_next_update(
+    cas, tmp_path: Path
+) -> None:
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'schedule.db'}")
+    await db.create_all(tables=[*TABLES, outbox.OutboxMessage.__table__])
+    clock = FixedClock(NOW)
+    timing = CrlTiming(validity=timedelta(hours=24), refresh=timedelta(hours=6))
+    pub = CrlPublisher(cas, Recorder(db), MemoryStore(), "http://pki.test", timing, clock)
+    first = [e for e in await pub.publish_due() if e.ca == "issuing-ec" and not e.delta]
+    assert first[0].next_update - first[0].this_update == timedelta(hours=24)
+    clock.advance(timedelta(hours=5))
+    assert await pub.publish_due() == []
+    clock.advance(timedelta(hours=1))
+    again = [e for e in await pub.publish_due() if e.ca == "issuing-ec" and not e.delta]
+    assert again and again[0].crl_number > first[0].crl_number
+    assert again[0].this_update < first[0].next_update
+    await db.dispose()
