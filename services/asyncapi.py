@@ -136,12 +136,12 @@ def _schemas(model: type[Event]) -> dict[str, Any]:
     return {**nested, model.__name__: schema}
 
 
-def write_all(out_dir: Path) -> list[Path]:
+def write_all(out_dir: Path, services: tuple[str, ...] = DOCUMENTED) -> list[Path]:
     import yaml
 
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for service in DOCUMENTED:
+    for service in services:
         doc = document(service)
         for suffix, text in (
             ("json", json.dumps(doc, indent=2, sort_keys=False)),

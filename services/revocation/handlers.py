@@ -140,8 +140,7 @@ class Handlers:
     async def user_offboarded(self, events: list[UserOffboarded]) -> None:
         """Revoke every certificate of a leaver (mode revoke), reason cessationOfOperation."""
         async with self._deciding() as d:
-            for ev in events:
-                d.emit(await offboarding.offboard(d.session, ev))
+            d.emit(await offboarding.offboard_many(d.session, events))
 
     async def device_decommissioned(self, events: list[DeviceDecommissioned]) -> None:
         """Revoke everything installed on (or issued for) a decommissioned device."""

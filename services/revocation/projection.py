@@ -144,6 +144,52 @@ async def certificates_of_user(session: AsyncSession, user: str) -> list[KnownCe
     return [by_id[k] for k in sorted(by_id)]
 
 
+def _chunks(values: list[str], size: int = 500) -> list[list[str]]:
+    return [values[i : i + size] for i in range(0, len(values), size)]
+
+
+async def certificates_of_users(
+    session: AsyncSession, users: list[str]
+) -> dict[str, list[KnownCertificate]]:
+    """``certificates_of_user`` for many users with a handful of queries."""
+    found: dict[str, dict[str, KnownCertificate]] = {u: {} for u in users}
+    device_user: dict[str, str] = {}
+    for chunk in _chunks(sorted(set(users))):
+        for cert in (
+            await session.exec(select(KnownCertificate).where(KnownCertificate.owner.in_(chunk)))  # type: ignore[union-attr]
+        ).all():
+            found[cert.owner][cert.cert_id] = cert  # type: ignore[index]
+        for row in (
+            await session.exec(select(DeviceOwner).where(DeviceOwner.user.in_(chunk)))  # type: ignore[attr-defined]
+        ).all():
+            device_user[row.device] = row.user
+    for chunk in _chunks(sorted(device_user)):
+        installs = (
+            await session.exec(select(Installation).where(Installation.machine.in_(chunk)))  # type: ignore[attr-defined]
+        ).all()
+        machines_of_cert: dict[str, set[str]] = {}
+        for row in installs:
+            machines_of_cert.setdefault(row.cert_id, set()).add(row.machine)
+        certs = (
+            await session.exec(
+                select(KnownCertificate).where(
+                    or_(
+                        KnownCertificate.cert_id.in_(sorted(machines_of_cert)),  # type: ignore[attr-defined]
+                        KnownCertificate.device.in_(chunk),  # type: ignore[union-attr]
+                    )
+                )
+            )
+        ).all()
+        for cert in certs:
+            machines = set(machines_of_cert.get(cert.cert_id, ()))
+            if cert.device in device_user:
+                machines.add(cert.device)
+            for machine in machines:
+                if machine in device_user:
+                    found[device_user[machine]][cert.cert_id] = cert
+    return {u: [certs[k] for k in sorted(certs)] for u, certs in found.items()}
+
+
 async def find_certificate(session: AsyncSession, ident: str) -> KnownCertificate | None:
     """By certificate id, serial (hex, colons allowed) or SHA-1 / SHA-256 thumbprint."""
     known = await session.get(KnownCertificate, ident)

@@ -52,6 +52,10 @@ class RevocationResult:
     outcomes: list[Outcome] = field(default_factory=list)
     events: list[CertRevoked] = field(default_factory=list)
 
+    def extend(self, other: RevocationResult) -> None:
+        self.outcomes.extend(other.outcomes)
+        self.events.extend(other.events)
+
 
 async def serialise_decisions(session: AsyncSession) -> None:
     """Make concurrent "revoke this user" and "here is a new certificate of theirs" transactions
@@ -86,9 +90,17 @@ async def existing_revocations(
 
 
 async def revoke(
-    session: AsyncSession, certs: list[KnownCertificate], order: RevocationOrder
+    session: AsyncSession,
+    certs: list[KnownCertificate],
+    order: RevocationOrder,
+    existing: dict[str, Revocation] | None = None,
+    flush: bool = True,
 ) -> RevocationResult:
-    """Revoke every certificate of ``certs`` not revoked yet; the caller stages the events."""
+    """Revoke every certificate of ``certs`` not revoked yet; the caller stages the events.
+
+    A caller revoking for many orders in one transaction passes ``existing`` (from
+    ``existing_revocations``, kept up to date here) and flushes once at the end.
+    """
     result = RevocationResult()
     if order.reason == RevocationReason.REMOVE_FROM_CRL:
         for cert in certs:
@@ -102,7 +114,8 @@ async def revoke(
                 )
             )
         return result
-    existing = await existing_revocations(session, certs)
+    if existing is None:
+        existing = await existing_revocations(session, certs)
     now = utcnow()
     revoked_at = order.revoked_at or now
     seen: set[str] = set()
@@ -151,7 +164,8 @@ async def revoke(
         result.outcomes.append(
             Outcome(cert.cert_id, "revoked", cert.serial, cert.issuer_ca, describe(row))
         )
-    await session.flush()
+    if flush:
+        await session.flush()
     return result
 
 

@@ -75,6 +75,41 @@ async def ocsp_statuses(url: str, bodies: list[bytes], concurrency: int = 64) ->
         return list(await asyncio.gather(*(one(b) for b in bodies)))
 
 
+async def fast_ocsp_statuses(
+    host: str, port: int, bodies: list[bytes], connections: int = 8
+) -> list[object]:
+    """The same as ``ocsp_statuses`` on a few keep-alive connections speaking HTTP/1.1 by hand:
+    httpx tops out near 200 requests a second here, which would measure the client."""
+    results: list[object] = [None] * len(bodies)
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for index in range(len(bodies)):
+        queue.put_nowait(index)
+
+    async def worker() -> None:
+        reader, writer = await asyncio.open_connection(host, port)
+        try:
+            while not queue.empty():
+                index = queue.get_nowait()
+                body = bodies[index]
+                writer.write(
+                    b"POST /ocsp HTTP/1.1\r\nHost: %s\r\nContent-Type: application/ocsp-request"
+                    b"\r\nContent-Length: %d\r\n\r\n" % (host.encode(), len(body)) + body
+                )
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(re.search(rb"(?i)content-length:\s*(\d+)", head).group(1))  # type: ignore[union-attr]
+                response = ocsp.load_der_ocsp_response(await reader.readexactly(length))
+                results[index] = (
+                    response.certificate_status
+                    if response.response_status == ocsp.OCSPResponseStatus.SUCCESSFUL
+                    else response.response_status
+                )
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(worker() for _ in range(connections)))
+    return results
+
+
 async def wait_for_http(url: str, within: float = 60.0) -> None:
     deadline = time.monotonic() + within
     async with httpx.AsyncClient(base_url=url, timeout=2) as http:

@@ -126,3 +126,35 @@ def test_a_crl_is_cached_no_longer_than_until_its_next_update() -> None:
     assert "max-age=90" in caching_headers(crl, 300, now)["Cache-Control"]
     assert "max-age=300" in caching_headers(crl, 300, now - timedelta(hours=1))["Cache-Control"]
     assert "max-age=0" in caching_headers(crl, 300, now + timedelta(days=1))["Cache-Control"]
+
+
+async def test_a_batch_of_offboardings_revokes_what_each_one_would(db: Database, ca: LabCa) -> None:
+    async with db.transaction() as s:
+        await projection.assign_devices(s, "ann", ["ann-pc"])
+        await projection.assign_devices(s, "ben", ["ben-pc"])
+        anns = await projection.record_issued(s, ca.issued_event("ann", owner="ann"))
+        on_bens_pc = await projection.record_issued(s, ca.issued_event("pc", device="ben-pc"))
+        shared_cert = ca.issued_event("shared", owner="ann")
+        await projection.record_issued(s, shared_cert)
+        await projection.record_installed(
+            s,
+            CertInstalled(
+                cert_id=shared_cert.cert_id,
+                serial=shared_cert.serial,
+                thumbprint_sha256=shared_cert.thumbprint_sha256,
+                target=StoreTarget(machine="ben-pc", store_path="/s", alias="x"),
+            ),
+        )
+        await projection.record_issued(s, ca.issued_event("cid", owner="cid"))
+        leaving = [
+            UserOffboarded(user="ann"),
+            UserOffboarded(user="ben"),
+            UserOffboarded(user="ann"),
+            UserOffboarded(user="cid", mode="disable"),
+        ]
+        first = await offboarding.offboard_many(s, leaving)
+        again = await offboarding.offboard_many(s, leaving)
+    assert sorted(e.cert_id for e in first.events) == sorted(
+        [anns.cert_id, on_bens_pc.cert_id, shared_cert.cert_id]
+    )
+    assert again.events == []
