@@ -75,12 +75,8 @@ async def count_until(
 
 async def start_inventory(url: str, work: Path) -> subprocess.Popen[bytes]:
     """Inventory as its own process, as in production (it must not share the agents' loop)."""
-    env = {
-        **os.environ,
-        "CERTBUS_NATS_URL": url,
-        "CERTBUS_LOG_LEVEL": "WARNING",
-        "CERTBUS_INVENTORY_DATABASE_URL": f"sqlite+aiosqlite:///{work / 'inventory.db'}",
-    }
+    env = {**os.environ, "CERTBUS_NATS_URL": url, "CERTBUS_LOG_LEVEL": "WARNING",
+           "CERTBUS_INVENTORY_DATABASE_URL": f"sqlite+aiosqlite:///{work / 'inventory.db'}"}
     log = open(work / "inventory.log", "wb")  # noqa: SIM115 - the child owns it
     proc = subprocess.Popen([sys.executable, "-m", "services.inventory"], env=env, stdout=log,
                             stderr=subprocess.STDOUT)  # fmt: skip
@@ -112,9 +108,8 @@ async def certbus_fanout(url: str, work: Path) -> dict[str, Any]:
     issuer = asyncio.create_task(stand_in_issuer(nc, TestCA(), stop))
     marks: dict[str, float] = {}
     watchers = [
-        asyncio.create_task(
-            count_until(nc, subjects.AGENT_JOBS_WILDCARD, AGENTS, marks, "jobs", "reenroll")
-        ),
+        asyncio.create_task(count_until(nc, subjects.AGENT_JOBS_WILDCARD, AGENTS, marks, "jobs",
+                                       "reenroll")),
         asyncio.create_task(count_until(nc, subjects.CERT_REQUESTED, AGENTS, marks, "csrs")),
         asyncio.create_task(count_until(nc, subjects.CERT_ISSUED, AGENTS, marks, "issued")),
         asyncio.create_task(count_until(nc, subjects.CERT_INSTALLED, AGENTS, marks, "installed")),
