@@ -32,6 +32,7 @@ from tests.bench.common import Timer, report
 
 REQUESTS = int(os.environ.get("CERTBUS_BENCH_REQUESTS", "10000"))
 IN_FLIGHT = 1000
+REPLICAS = int(os.environ.get("CERTBUS_BENCH_REPLICAS", "1"))
 
 
 def start_issuer(
@@ -124,21 +125,29 @@ async def run() -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="certbus-bench-"))
     server = NatsServer(store_dir=tmp / "js").start()
     passphrase = secrets.token_urlsafe(16)
-    proc = start_issuer(tmp, server.url, passphrase, os.environ.get("CERTBUS_BENCH_DATABASE_URL"))
+    database_url = os.environ.get("CERTBUS_BENCH_DATABASE_URL")
+    procs = [start_issuer(tmp, server.url, passphrase, database_url)]
     try:
         with Timer() as making:
             csrs = [user_csr(f"user{i}") for i in range(REQUESTS)]
         await wait_for_ping(server.url)
+        # Further replicas share the durable consumer; they find the CAs the first one made.
+        procs += [
+            start_issuer(tmp, server.url, passphrase, database_url) for _ in range(REPLICAS - 1)
+        ]
+        await asyncio.sleep(3.0 if REPLICAS > 1 else 0)
         raw = raw_rate(tmp / "var" / "issuer" / "keys", passphrase, csrs[: min(REQUESTS, 3000)])
         bus, publish = await bus_rate(server.url, csrs)
     finally:
-        proc.terminate()
-        proc.wait(30)
+        for proc in procs:
+            proc.terminate()
+            proc.wait(30)
         server.stop()
     return report(
         "issuance_bus",
         {
             "requests": REQUESTS,
+            "issuer_processes": REPLICAS,
             "csr_preparation_seconds (not measured below)": making.seconds,
             "bus_certificates_per_second": bus,
             "publish_rate_per_second": publish,
