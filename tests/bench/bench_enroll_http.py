@@ -41,8 +41,13 @@ def free_port() -> int:
 
 
 def start_gateway(nats_url: str, port: int) -> subprocess.Popen:
-    env = {**os.environ, "CERTBUS_NATS_URL": nats_url, "CERTBUS_GATEWAY_PORT": str(port),
-           "CERTBUS_LOG_LEVEL": "WARNING", "CERTBUS_RPC_TIMEOUT": "30"}
+    env = {
+        **os.environ,
+        "CERTBUS_NATS_URL": nats_url,
+        "CERTBUS_GATEWAY_PORT": str(port),
+        "CERTBUS_LOG_LEVEL": "WARNING",
+        "CERTBUS_RPC_TIMEOUT": "30",
+    }
     return subprocess.Popen([sys.executable, "-m", "services.gateway"], env=env, cwd=REPO_ROOT)
 
 
@@ -64,11 +69,25 @@ def body(csr: str) -> str:
 
 def run_wrk(url: str, payload: str, tmp: Path) -> dict:
     script = tmp / "post.lua"
-    script.write_text('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
-                      f"wrk.body = {json.dumps(payload)}\n")
+    script.write_text(
+        'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+        f"wrk.body = {json.dumps(payload)}\n"
+    )
     out = subprocess.run(
-        ["wrk", "-t2", f"-c{CLIENTS}", f"-d{SECONDS}s", "--latency", "-s", str(script),
-         f"{url}/v1/enrollment/csr"], capture_output=True, text=True, check=True).stdout
+        [
+            "wrk",
+            "-t2",
+            f"-c{CLIENTS}",
+            f"-d{SECONDS}s",
+            "--latency",
+            "-s",
+            str(script),
+            f"{url}/v1/enrollment/csr",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
 
     def ms(label: str) -> float:
         m = re.search(rf"^\s+{label}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
@@ -77,8 +96,13 @@ def run_wrk(url: str, payload: str, tmp: Path) -> dict:
 
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {"client": "wrk", "rps": rps, "p50_ms": ms("50"), "p99_ms": ms("99"),
-            "errors": int(non2xx.group(1)) if non2xx else 0}
+    return {
+        "client": "wrk",
+        "rps": rps,
+        "p50_ms": ms("50"),
+        "p99_ms": ms("99"),
+        "errors": int(non2xx.group(1)) if non2xx else 0,
+    }
 
 
 async def run_httpx(url: str, payload: str) -> dict:
@@ -91,16 +115,24 @@ async def run_httpx(url: str, payload: str) -> dict:
         async with httpx.AsyncClient(base_url=url, timeout=30) as c:
             while time.perf_counter() < deadline:
                 t = time.perf_counter()
-                r = await c.post("/v1/enrollment/csr", content=payload,
-                                 headers={"content-type": "application/json"})
+                r = await c.post(
+                    "/v1/enrollment/csr",
+                    content=payload,
+                    headers={"content-type": "application/json"},
+                )
                 latencies.append((time.perf_counter() - t) * 1000)
                 errors += r.status_code >= 300
 
     start = time.perf_counter()
     await asyncio.gather(*(client() for _ in range(CLIENTS)))
     elapsed = time.perf_counter() - start
-    return {"client": "httpx", "rps": len(latencies) / elapsed, "p50_ms": percentile(latencies, 50),
-            "p99_ms": percentile(latencies, 99), "errors": errors}
+    return {
+        "client": "httpx",
+        "rps": len(latencies) / elapsed,
+        "p50_ms": percentile(latencies, 50),
+        "p99_ms": percentile(latencies, 99),
+        "errors": errors,
+    }
 
 
 async def rpc_direct(nats_url: str, csr: str, seconds: float = 5.0) -> float:
@@ -112,8 +144,13 @@ async def rpc_direct(nats_url: str, csr: str, seconds: float = 5.0) -> float:
     async def worker() -> None:
         nonlocal done
         while time.perf_counter() < deadline:
-            await rpc_call(broker, "issuer", "enroll.csr",
-                           {"template": "user-client", "csr": csr, "owner": "alice"}, timeout=30)
+            await rpc_call(
+                broker,
+                "issuer",
+                "enroll.csr",
+                {"template": "user-client", "csr": csr, "owner": "alice"},
+                timeout=30,
+            )
             done += 1
 
     start = time.perf_counter()
@@ -135,26 +172,35 @@ def main() -> dict:
         asyncio.run(wait_for_ping(server.url))
         wait_http(url)
         csr = user_csr("alice")
-        raw = raw_rate(tmp / "var" / "issuer" / "keys", passphrase, [user_csr(f"user{i}") for i in range(2000)])
+        raw = raw_rate(
+            tmp / "var" / "issuer" / "keys", passphrase, [user_csr(f"user{i}") for i in range(2000)]
+        )
         direct = asyncio.run(rpc_direct(server.url, csr))
-        http = run_wrk(url, body(csr), tmp) if shutil.which("wrk") else asyncio.run(run_httpx(url, body(csr)))
+        http = (
+            run_wrk(url, body(csr), tmp)
+            if shutil.which("wrk")
+            else asyncio.run(run_httpx(url, body(csr)))
+        )
     finally:
         for proc in (gateway, issuer):
             proc.terminate()
             proc.wait(30)
         server.stop()
-    return report("enroll_http", {
-        "clients": CLIENTS,
-        "load_client": http["client"],
-        "http_requests_per_second": http["rps"],
-        "http_p50_ms": http["p50_ms"],
-        "http_p99_ms": http["p99_ms"],
-        "http_errors": http["errors"],
-        "rpc_direct_per_second (no HTTP)": direct,
-        "baseline_raw_in_process_per_second": raw,
-        "ratio_http_over_raw": http["rps"] / raw,
-        "ratio_http_over_rpc_direct": http["rps"] / direct,
-    })
+    return report(
+        "enroll_http",
+        {
+            "clients": CLIENTS,
+            "load_client": http["client"],
+            "http_requests_per_second": http["rps"],
+            "http_p50_ms": http["p50_ms"],
+            "http_p99_ms": http["p99_ms"],
+            "http_errors": http["errors"],
+            "rpc_direct_per_second (no HTTP)": direct,
+            "baseline_raw_in_process_per_second": raw,
+            "ratio_http_over_raw": http["rps"] / raw,
+            "ratio_http_over_rpc_direct": http["rps"] / direct,
+        },
+    )
 
 
 if __name__ == "__main__":
