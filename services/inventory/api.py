@@ -41,15 +41,17 @@ class InventoryApi:
             conditions.append(Certificate.owner == req["owner"])
         if req.get("status"):
             conditions.append(status_filter(str(req["status"])))
+        scans = False
         if req.get("query"):
             try:
-                conditions.append(query.compile_query(str(req["query"])))
+                condition, scans = query.compile_search(str(req["query"]))
             except query.QueryError as exc:
                 raise RpcError("invalid_query", str(exc), 422) from exc
+            conditions.append(condition)
         limit = max(1, min(int(req.get("limit") or 100), MAX_LIMIT))
         offset = max(0, int(req.get("offset") or 0))
         try:
-            order = query.order_by(req.get("sort"))
+            order = query.order_by(req.get("sort"), avoid_index=scans)
         except query.QueryError as exc:
             raise RpcError("invalid_sort", str(exc), 422) from exc
         where = and_(*conditions) if conditions else None

@@ -255,16 +255,21 @@ def _key(name: str) -> str:
 class Compiler:
     def __init__(self, now: datetime | None = None) -> None:
         self.now = now or utcnow()
+        self.scans = False
+        """Whether some condition can only be answered row by row (no index narrows it)."""
 
     def compile(self, node: Node) -> ColumnElement[bool]:
         if isinstance(node, BoolOp):
             parts = [self.compile(p) for p in node.parts]
             return and_(*parts) if node.op == "and" else or_(*parts)
         if isinstance(node, Not):
+            self.scans = True
             return _negate(self.compile(node.part))
         return self.comparison(node)
 
     def comparison(self, c: Comparison) -> ColumnElement[bool]:
+        if c.op in NEGATIVE or c.op in ("-contains", "-endswith"):
+            self.scans = True
         if c.op in NEGATIVE:
             positive = Comparison(c.field, NEGATIVE[c.op], c.value, c.position, c.value_position)
             return _negate(self.comparison(positive))
@@ -457,9 +462,16 @@ def _ordered(column: Any, op: str, value: Any, c: Comparison) -> ColumnElement[b
 
 def compile_query(text: str, now: datetime | None = None) -> ColumnElement[bool]:
     """Parse and compile; an empty query matches everything."""
+    return compile_search(text, now)[0]
+
+
+def compile_search(text: str, now: datetime | None = None) -> tuple[ColumnElement[bool], bool]:
+    """The condition, and whether it needs a row-by-row scan (see ``order_by``)."""
     if not text.strip():
-        return true()
-    return Compiler(now).compile(parse(text))
+        return true(), False
+    compiler = Compiler(now)
+    condition = compiler.compile(parse(text))
+    return condition, compiler.scans
 
 
 SORTABLE = {
@@ -481,16 +493,21 @@ SORTABLE = {
 }
 
 
-def order_by(sort: str | None) -> list[Any]:
-    """``NotAfter`` ascending, ``-NotAfter`` descending; ties broken by id."""
-    if not sort:
-        return [Certificate.not_after.desc(), Certificate.cert_id]  # type: ignore[union-attr]
+def order_by(sort: str | None, avoid_index: bool = False) -> list[Any]:
+    """``NotAfter`` ascending, ``-NotAfter`` descending; ties broken by id.
+
+    With ``avoid_index`` the sort key is an expression no index covers. A planner that sees
+    ``ORDER BY not_after LIMIT 100`` likes to walk that index and filter row by row, which is
+    ruinous when the filter is a rare ``-contains`` (seconds on a million rows); this way it
+    filters first (by the best index for the condition, or one scan) and sorts the matches.
+    """
+    keys = [("-NotAfter" if not sort else part.strip()) for part in (sort or "x").split(",")]
     out = []
-    for part in sort.split(","):
-        part = part.strip()
+    for part in keys:
         desc = part.startswith("-")
         column = SORTABLE.get(_key(part.lstrip("+-")))
         if column is None:
             raise QueryError(1, f"cannot sort by {part!r}; choose one of {sorted(SORTABLE)}")
-        out.append(column.desc() if desc else column.asc())
+        key = func.coalesce(column, column) if avoid_index else column
+        out.append(key.desc() if desc else key.asc())
     return [*out, Certificate.cert_id]
