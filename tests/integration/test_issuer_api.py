@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import uvicorn
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 from typer.testing import CliRunner
 
@@ -27,6 +28,7 @@ from services.gateway.settings import GatewaySettings
 from services.issuer.app import build as build_issuer
 from services.issuer.testing import csr_pem, issuer_settings, make_csr, make_key, user_csr
 from shared.pki import load_certificate
+from tests.e2e.harness import read_subject
 
 pytestmark = pytest.mark.integration
 
@@ -165,6 +167,29 @@ def test_pfx_enrollment_returns_a_modern_pkcs12_with_the_chain(cb: Certbus, tmp_
     assert "AES-256-CBC" in info.stderr and "sha256" in info.stderr.lower()
 
 
+def test_neither_the_pfx_password_nor_its_key_is_stored_or_published(
+    cb: Certbus, nats_url: str, tmp_path: Path
+) -> None:
+    password = "never-stored-" + "x" * 12
+    answer = cb.enroll.pfx(
+        "tls-server", "CN=secret.example.com", sans=["dns:secret.example.com"], password=password
+    )
+    key = pkcs12.load_pkcs12(base64.b64decode(answer["pkcs12_b64"]), password.encode()).key
+    key_der = key.private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    key_b64 = base64.b64encode(key_der).decode()
+    for _ in range(20):  # the outbox relay publishes just after the answer
+        published = read_subject(nats_url, "cert.>", idle=0.5)
+        if any(e.get("serial") == answer["serial"] for e in published):
+            break
+    else:
+        raise AssertionError("cert.issued was never published")
+    stored = b"".join(p.read_bytes() for p in tmp_path.glob("issuer.db*"))
+    for haystack in (json.dumps(published), stored.decode(errors="replace")):
+        assert password not in haystack and key_b64[:40] not in haystack
+
+
 def test_renewal_keeps_subject_sans_and_template_with_a_new_key(cb: Certbus) -> None:
     old = cb.enroll.csr("user-client", user_csr("erin"), owner="erin")
     new_csr = user_csr("erin")
@@ -184,6 +209,8 @@ def test_the_cli_lists_enrolls_and_fails_with_the_error_code(
     runner = CliRunner()
     listed = runner.invoke(cli, ["cas", "list", "--json"])
     assert listed.exit_code == 0 and "issuing-ec" in {c["name"] for c in json.loads(listed.stdout)}
+    chain = runner.invoke(cli, ["cas", "chain", "issuing-ec"])
+    assert chain.exit_code == 0 and len(x509.load_pem_x509_certificates(chain.stdout.encode())) == 2
     templates = runner.invoke(cli, ["templates", "list", "--json"])
     assert templates.exit_code == 0 and "tls-server" in {
         t["name"] for t in json.loads(templates.stdout)
