@@ -87,12 +87,14 @@ async def reconcile(session: AsyncSession, policy: Policy, ev: AgentJobCompleted
     for loc in expected.all():
         if loc.cert_id in reported:
             continue
-        cert = await session.get(Certificate, loc.cert_id)
+        expected_cert = await session.get(Certificate, loc.cert_id)
         loc.active, loc.removed_at = False, utcnow()
-        if cert is None or cert.status == "revoked":
+        if expected_cert is None or expected_cert.status == "revoked":
             continue
         target = store.model_copy(update={"alias": loc.alias})
-        out += await _drift(session, policy, ev, "missing", target, cert, "not in the store", None)
+        out += await _drift(
+            session, policy, ev, "missing", target, expected_cert, "not in the store", None
+        )
     return out
 
 

@@ -17,7 +17,7 @@ from services.inventory.tables import (
 )
 from services.inventory.timeutil import iso
 from shared.clock import utcnow
-from shared.events import UserOffboarded, UserOffboardingCompleted
+from shared.events import OffboardingMode, UserOffboarded, UserOffboardingCompleted
 
 
 async def open_(session: AsyncSession, ev: UserOffboarded) -> Offboarding:
@@ -135,7 +135,7 @@ async def check_open(session: AsyncSession) -> list[UserOffboardingCompleted]:
                 correlation_id=row.correlation_id or "",
                 causation_id=row.event_id,
                 user=row.user,
-                mode=row.mode,
+                mode=OffboardingMode(row.mode),
                 found=row.found,
                 revoked=row.revoked,
                 removed=row.removed,
