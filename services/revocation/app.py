@@ -3,6 +3,7 @@ HTTP endpoint (CRLs, CA certificates, OCSP) in one process."""
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -69,6 +70,26 @@ class IssuerSigners:
         return result["certificate_pem"], list(chain)
 
 
+class RecentIds:
+    """The ids of the last events this process produced, to tell its own echoes on the bus."""
+
+    def __init__(self, size: int = 100_000) -> None:
+        self._order: deque[str] = deque()
+        self._ids: set[str] = set()
+        self._size = size
+
+    def add(self, event_id: str) -> None:
+        if event_id in self._ids:
+            return
+        self._order.append(event_id)
+        self._ids.add(event_id)
+        if len(self._order) > self._size:
+            self._ids.discard(self._order.popleft())
+
+    def __contains__(self, event_id: object) -> bool:
+        return event_id in self._ids
+
+
 def wire(settings: RevocationSettings | None = None) -> RevocationService:
     settings = settings or RevocationSettings()
     db = Database(settings.db_url(), schema=SERVICE)
@@ -89,9 +110,12 @@ def wire(settings: RevocationSettings | None = None) -> RevocationService:
     )
     provisioner = SignerProvisioner(db, keyring)
 
+    own = RecentIds()
+
     def status_changed(events: Sequence[Event]) -> None:
         """After a commit here: revocations are answered from memory at once."""
         for ev in events:
+            own.add(ev.event_id)
             if isinstance(ev, CertRevoked):
                 revoked = CertificateStatus(known=True, revoked_at=ev.revoked_at, reason=ev.reason)
                 responder.learn(ev.issuer_ca, parse_serial(ev.serial), revoked)
@@ -106,6 +130,8 @@ def wire(settings: RevocationSettings | None = None) -> RevocationService:
     def invalidate_everything(events: Sequence[Event]) -> None:
         """What other replicas did, heard on the bus: drop what this one remembers."""
         for ev in events:
+            if ev.event_id in own:
+                continue
             serial, ca = getattr(ev, "serial", None), getattr(ev, "issuer_ca", None)
             if serial and ca:
                 responder.invalidate(ca, parse_serial(serial))

@@ -69,12 +69,10 @@ async def offboard_many(session: AsyncSession, events: list[UserOffboarded]) -> 
             )
             session.add(records[ev.user])
     certs = await projection.certificates_of_users(session, users)
-    existing = await existing_revocations(session, [c for cs in certs.values() for c in cs])
+    existing = dict(await existing_revocations(session, [c for cs in certs.values() for c in cs]))
     result = RevocationResult()
     for user in users:
-        result.extend(
-            await revoke(session, certs[user], order_for(records[user]), existing, flush=False)
-        )
+        result.extend(await revoke(session, certs[user], order_for(records[user]), existing))
     await session.flush()
     return result
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import insert, text
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -64,7 +64,23 @@ async def serialise_decisions(session: AsyncSession) -> None:
         await session.exec(text(f"SELECT pg_advisory_xact_lock({DECISION_LOCK})"))  # type: ignore[call-overload]
 
 
-def describe(row: Revocation) -> dict[str, Any]:
+@dataclass(frozen=True)
+class RevocationRecord:
+    """A revocation written in this transaction (inserted in bulk, not through the ORM)."""
+
+    cert_id: str
+    serial: str
+    issuer_ca: str
+    reason: int
+    comment: str
+    revoked_at: datetime
+    invalidity_date: datetime | None
+    correlation_id: str
+    cause: str
+    recorded_at: datetime
+
+
+def describe(row: Revocation | RevocationRecord) -> dict[str, Any]:
     reason = RevocationReason(row.reason)
     return {
         "reason": reason.rfc_name,
@@ -79,7 +95,7 @@ def describe(row: Revocation) -> dict[str, Any]:
 
 async def existing_revocations(
     session: AsyncSession, certs: list[KnownCertificate]
-) -> dict[str, Revocation]:
+) -> dict[str, Revocation | RevocationRecord]:
     found: dict[str, Revocation] = {}
     ids = sorted({c.cert_id for c in certs})
     for start in range(0, len(ids), 500):
@@ -93,13 +109,12 @@ async def revoke(
     session: AsyncSession,
     certs: list[KnownCertificate],
     order: RevocationOrder,
-    existing: dict[str, Revocation] | None = None,
-    flush: bool = True,
+    existing: dict[str, Revocation | RevocationRecord] | None = None,
 ) -> RevocationResult:
     """Revoke every certificate of ``certs`` not revoked yet; the caller stages the events.
 
     A caller revoking for many orders in one transaction passes ``existing`` (from
-    ``existing_revocations``, kept up to date here) and flushes once at the end.
+    ``existing_revocations``), which is kept up to date here.
     """
     result = RevocationResult()
     if order.reason == RevocationReason.REMOVE_FROM_CRL:
@@ -115,7 +130,8 @@ async def revoke(
             )
         return result
     if existing is None:
-        existing = await existing_revocations(session, certs)
+        existing = dict(await existing_revocations(session, certs))
+    rows: list[RevocationRecord] = []
     now = utcnow()
     revoked_at = order.revoked_at or now
     seen: set[str] = set()
@@ -131,7 +147,7 @@ async def revoke(
                 )
             )
             continue
-        row = Revocation(
+        row = RevocationRecord(
             cert_id=cert.cert_id,
             serial=cert.serial,
             issuer_ca=cert.issuer_ca,
@@ -143,7 +159,7 @@ async def revoke(
             cause=order.cause,
             recorded_at=now,
         )
-        session.add(row)
+        rows.append(row)
         existing[cert.cert_id] = row
         result.events.append(
             CertRevoked(
@@ -164,8 +180,9 @@ async def revoke(
         result.outcomes.append(
             Outcome(cert.cert_id, "revoked", cert.serial, cert.issuer_ca, describe(row))
         )
-    if flush:
-        await session.flush()
+    if rows:
+        connection = await session.connection()
+        await connection.execute(insert(Revocation.__table__), [r.__dict__ for r in rows])  # type: ignore[attr-defined]
     return result
 
 
