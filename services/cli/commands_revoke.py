@@ -56,7 +56,7 @@ def revoke(
     """Revoke a certificate, several, or everything a query finds, with a reason and a comment."""
     if bool(cert_ids) == bool(query):
         output.fail("usage", "give certificate ids or --query, not both and not neither")
-    options = {
+    options: dict[str, Any] = {
         "reason": int(reason) if reason.isdigit() else reason,
         "comment": comment,
         "effective_at": _when(effective, "--effective"),

@@ -210,7 +210,9 @@ class RevocationApi:
         }
 
 
-def _preview(ident: str, cert: KnownCertificate, prior: Revocation | None) -> dict[str, Any]:
+def _preview(
+    ident: str, cert: KnownCertificate, prior: Revocation | revoker.RevocationRecord | None
+) -> dict[str, Any]:
     item: dict[str, Any] = {
         "cert_id": cert.cert_id,
         "serial": cert.serial,

@@ -144,7 +144,7 @@ class Compromise(SQLModel, table=True):
 
 
 TABLES = [
-    model.__table__  # type: ignore[attr-defined]
+    model.__table__  # type: ignore[attr-defined,union-attr]
     for model in (
         KnownCertificate,
         Installation,

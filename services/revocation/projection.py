@@ -168,8 +168,8 @@ async def certificates_of_users(
             await session.exec(select(Installation).where(Installation.machine.in_(chunk)))  # type: ignore[attr-defined]
         ).all()
         machines_of_cert: dict[str, set[str]] = {}
-        for row in installs:
-            machines_of_cert.setdefault(row.cert_id, set()).add(row.machine)
+        for install in installs:
+            machines_of_cert.setdefault(install.cert_id, set()).add(install.machine)
         certs = (
             await session.exec(
                 select(KnownCertificate).where(

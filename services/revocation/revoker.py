@@ -96,7 +96,7 @@ def describe(row: Revocation | RevocationRecord) -> dict[str, Any]:
 async def existing_revocations(
     session: AsyncSession, certs: list[KnownCertificate]
 ) -> dict[str, Revocation | RevocationRecord]:
-    found: dict[str, Revocation] = {}
+    found: dict[str, Revocation | RevocationRecord] = {}
     ids = sorted({c.cert_id for c in certs})
     for start in range(0, len(ids), 500):
         chunk = ids[start : start + 500]
