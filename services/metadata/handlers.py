@@ -16,7 +16,13 @@ from services.metadata.definitions import (
     InvalidValue,
     canonical,
 )
-from services.metadata.values import IS_ENABLED, Change, MetadataValues, UnknownCertificate
+from services.metadata.values import (
+    IS_ENABLED,
+    Change,
+    IssuedValues,
+    MetadataValues,
+    UnknownCertificate,
+)
 from shared.bus import RpcError
 from shared.clock import Clock
 from shared.events import (
@@ -124,27 +130,33 @@ class MetadataHandlers:
         async with self._rt.unit_of_work() as uow:
             values = self._values(uow)
             definitions = await self._definitions(uow)
-            for ev in events:
-                fresh = await values.remember_certificate(
-                    cert_id=ev.cert_id,
-                    serial=ev.serial,
-                    thumbprint_sha1=ev.thumbprint_sha1,
-                    thumbprint_sha256=ev.thumbprint_sha256,
-                    owner=ev.owner,
-                    event_id=ev.event_id,
-                )
-                if not fresh:
+            fresh = await values.unknown([ev.cert_id for ev in events])
+            issued = {ev.cert_id: ev for ev in events if ev.cert_id in fresh}
+            await values.add_issued(
+                [
+                    IssuedValues(
+                        cert_id=ev.cert_id,
+                        serial=ev.serial,
+                        thumbprint_sha1=ev.thumbprint_sha1,
+                        thumbprint_sha256=ev.thumbprint_sha256,
+                        owner=ev.owner,
+                        event_id=ev.event_id,
+                        fields=_enrollment_values(ev, definitions),
+                        actor=ev.actor,
+                        correlation_id=ev.correlation_id,
+                    )
+                    for ev in issued.values()
+                ]
+            )
+            disabled = await values.disabled_among({ev.owner for ev in issued.values() if ev.owner})
+            for ev in issued.values():
+                if ev.owner not in disabled:
                     continue
-                for name, value in _enrollment_values(ev, definitions).items():
-                    await values.set(
-                        ev.cert_id, name, value, ev.actor, ev.event_id, ev.correlation_id
-                    )
-                if await values.owner_is_disabled(ev.owner):
-                    change = await values.set(
-                        ev.cert_id, IS_ENABLED, "false", "metadata", ev.event_id, ev.correlation_id
-                    )
-                    if change:
-                        self._announce(uow, change, ev, derived_id("metadata.disable", ev.event_id))
+                change = await values.set(
+                    ev.cert_id, IS_ENABLED, "false", "metadata", ev.event_id, ev.correlation_id
+                )
+                if change:
+                    self._announce(uow, change, ev, derived_id("metadata.disable", ev.event_id))
 
     async def user_offboarded(self, events: list[UserOffboarded]) -> None:
         """In disable mode, set isEnabled=false on the user's certificates, and on later ones."""

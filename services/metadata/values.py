@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy import insert
 from sqlmodel import col, or_, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -34,6 +35,19 @@ class Change:
 
 def normalise_thumbprint(text: str) -> str:
     return text.replace(":", "").replace(" ", "").strip().lower()
+
+
+@dataclass(frozen=True)
+class IssuedValues:
+    cert_id: str
+    serial: str
+    thumbprint_sha1: str
+    thumbprint_sha256: str
+    owner: str | None
+    event_id: str
+    fields: dict[str, str | None]
+    actor: str
+    correlation_id: str | None
 
 
 class MetadataValues:
@@ -68,6 +82,64 @@ class MetadataValues:
         )
         await self._s.flush()
         return True
+
+    async def unknown(self, cert_ids: list[str]) -> set[str]:
+        """Which of these certificates metadata has not seen yet."""
+        query = select(KnownCertificate.cert_id).where(col(KnownCertificate.cert_id).in_(cert_ids))
+        return set(cert_ids) - set((await self._s.exec(query)).all())
+
+    async def add_issued(self, certificates: list[IssuedValues]) -> None:
+        """Record certificates ``unknown`` named, with their first values, in three statements."""
+        if not certificates:
+            return
+        certs, values, history = [], [], []
+        for c in certificates:
+            certs.append(
+                {
+                    "cert_id": c.cert_id,
+                    "serial": c.serial.lower(),
+                    "thumbprint_sha1": normalise_thumbprint(c.thumbprint_sha1),
+                    "thumbprint_sha256": normalise_thumbprint(c.thumbprint_sha256),
+                    "owner": c.owner,
+                    "issued_event_id": c.event_id,
+                }
+            )
+            for field, value in c.fields.items():
+                values.append(
+                    {
+                        "cert_id": c.cert_id,
+                        "field": field,
+                        "value": value,
+                        "updated_at": self._now,
+                        "actor": c.actor,
+                    }
+                )
+                history.append(
+                    {
+                        "cert_id": c.cert_id,
+                        "field": field,
+                        "old": None,
+                        "new": value,
+                        "actor": c.actor,
+                        "changed_at": self._now,
+                        "event_id": c.event_id,
+                        "correlation_id": c.correlation_id,
+                    }
+                )
+        connection = await self._s.connection()
+        for table, rows in (
+            (KnownCertificate, certs),
+            (FieldValue, values),
+            (HistoryEntry, history),
+        ):
+            if rows:
+                await connection.execute(insert(table.__table__), rows)  # type: ignore[attr-defined]
+
+    async def disabled_among(self, owners: set[str]) -> set[str]:
+        if not owners:
+            return set()
+        query = select(DisabledOwner.owner).where(col(DisabledOwner.owner).in_(owners))
+        return set((await self._s.exec(query)).all())
 
     async def resolve(self, cert_id: str | None = None, thumbprint: str | None = None) -> str:
         """The cert id of a certificate named by id, SHA-1 / SHA-256 thumbprint or serial."""
