@@ -33,13 +33,19 @@ def show(cert_id: str, json_: bool = typer.Option(False, "--json")) -> None:
     if json_:
         output.emit_json(fields)
     else:
-        output.table([{"field": k, "value": v} for k, v in fields.items()],
-                     [("field", "field"), ("value", "value")], title=cert_id)
+        output.table(
+            [{"field": k, "value": v} for k, v in fields.items()],
+            [("field", "field"), ("value", "value")],
+            title=cert_id,
+        )
 
 
 @app.command("set")
-def set_(cert_id: str, pairs: list[str] = typer.Argument(..., help="name=value ..."),
-         json_: bool = typer.Option(False, "--json")) -> None:
+def set_(
+    cert_id: str,
+    pairs: list[str] = typer.Argument(..., help="name=value ..."),
+    json_: bool = typer.Option(False, "--json"),
+) -> None:
     """Set fields, e.g. ``certbus metadata set <id> isEnabled=false costCenter=42``."""
     with output.api_errors():
         result = Certbus().metadata.set(cert_id, _parse(pairs))
@@ -58,8 +64,16 @@ def history(cert_id: str, json_: bool = typer.Option(False, "--json")) -> None:
     if json_:
         output.emit_json(items)
     else:
-        output.table(items, [("changed_at", "when"), ("field", "field"), ("old", "old"),
-                             ("new", "new"), ("actor", "actor")])
+        output.table(
+            items,
+            [
+                ("changed_at", "when"),
+                ("field", "field"),
+                ("old", "old"),
+                ("new", "new"),
+                ("actor", "actor"),
+            ],
+        )
 
 
 @app.command()
@@ -92,8 +106,16 @@ def fields(json_: bool = typer.Option(False, "--json")) -> None:
     if json_:
         output.emit_json(items)
     else:
-        output.table(items, [("name", "name"), ("type", "type"), ("required", "required"),
-                             ("default", "default"), ("description", "description")])
+        output.table(
+            items,
+            [
+                ("name", "name"),
+                ("type", "type"),
+                ("required", "required"),
+                ("default", "default"),
+                ("description", "description"),
+            ],
+        )
 
 
 @app.command()
@@ -107,6 +129,7 @@ def define(
 ) -> None:
     """Define or redefine a field."""
     with output.api_errors():
-        result = Certbus().metadata.define(name, type_, required=required, default=default,
-                                           description=description)
+        result = Certbus().metadata.define(
+            name, type_, required=required, default=default, description=description
+        )
     output.emit_json(result) if json_ else output.console.print(f"defined {result['name']}")

@@ -19,16 +19,25 @@ def deliveries(
 ) -> None:
     """The delivery log, newest first."""
     with output.api_errors():
-        page = Certbus().notifications.deliveries(event_id=event_id, subject=subject,
-                                                  status=status, limit=limit)
+        page = Certbus().notifications.deliveries(
+            event_id=event_id, subject=subject, status=status, limit=limit
+        )
     if json_:
         output.emit_json(page)
         return
-    output.table(page["items"], [("created_at", "when"), ("subject", "subject"),
-                                 ("event_id", "event"), ("channel", "channel"),
-                                 ("status", "status"), ("attempts", "attempts"),
-                                 ("last_error", "last error")],
-                 title=f"{page['total']} deliveries")
+    output.table(
+        page["items"],
+        [
+            ("created_at", "when"),
+            ("subject", "subject"),
+            ("event_id", "event"),
+            ("channel", "channel"),
+            ("status", "status"),
+            ("attempts", "attempts"),
+            ("last_error", "last error"),
+        ],
+        title=f"{page['total']} deliveries",
+    )
 
 
 @app.command()
@@ -39,6 +48,13 @@ def subscriptions(json_: bool = typer.Option(False, "--json")) -> None:
     if json_:
         output.emit_json(items)
     else:
-        output.table(items, [("channel", "channel"), ("channel_type", "type"),
-                             ("subjects", "subjects"), ("owners", "owners"),
-                             ("templates", "templates")])
+        output.table(
+            items,
+            [
+                ("channel", "channel"),
+                ("channel_type", "type"),
+                ("subjects", "subjects"),
+                ("owners", "owners"),
+                ("templates", "templates"),
+            ],
+        )

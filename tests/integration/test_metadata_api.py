@@ -183,12 +183,16 @@ def test_the_cli_sets_and_compares_metadata_with_exit_codes(
     assert delivered["items"][0]["status"] == "sent"
     subscribed = runner.invoke(cli, ["notifications", "subscriptions", "--json"])
     assert [s["subjects"] for s in json.loads(subscribed.stdout)] == [
-        ["cert.issued", "cert.revoked", "user.offboarding.completed"]]
+        ["cert.issued", "cert.revoked", "user.offboarding.completed"]
+    ]
 
 
 def _sent_via_cli(runner: CliRunner, event_id: str) -> dict:
-    result = _ok(runner.invoke(cli, ["notifications", "deliveries", "--event", event_id,
-                                     "--status", "sent", "--json"]))
+    result = _ok(
+        runner.invoke(
+            cli, ["notifications", "deliveries", "--event", event_id, "--status", "sent", "--json"]
+        )
+    )
     page = json.loads(result.stdout)
     assert page["total"] == 1
     return page
