@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from sqlalchemy import and_, or_
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -88,6 +89,28 @@ async def key_compromised(session: AsyncSession, ev: KeyCompromised) -> Revocati
         )
     ).all()
     return await revoke(session, list(certs), _order_from(row))
+
+
+async def possibly_compromised(
+    session: AsyncSession, certs: list[KnownCertificate]
+) -> list[KnownCertificate]:
+    """The certificates of a batch from a compromised CA or for a compromised key (one query)."""
+    keys = sorted({c.public_key_sha256 for c in certs})
+    cas = sorted({c.issuer_ca for c in certs})
+    if not certs:
+        return []
+    rows = await session.exec(
+        select(Compromise).where(
+            or_(
+                and_(Compromise.kind == KEY, Compromise.value.in_(keys)),  # type: ignore[attr-defined,arg-type]
+                and_(Compromise.kind == CA, Compromise.value.in_(cas)),  # type: ignore[attr-defined,arg-type]
+            )
+        )
+    )
+    bad = {(r.kind, r.value) for r in rows.all()}
+    if not bad:
+        return []
+    return [c for c in certs if (KEY, c.public_key_sha256) in bad or (CA, c.issuer_ca) in bad]
 
 
 async def revoke_if_compromised(session: AsyncSession, cert: KnownCertificate) -> RevocationResult:

@@ -81,12 +81,13 @@ class Handlers:
         """Remember who a certificate belongs to; revoke it at once if its owner has left or its
         key or CA is compromised."""
         async with self._deciding() as d:
-            for ev in events:
-                cert = await projection.record_issued(d.session, ev)
-                result = await fanout.revoke_if_compromised(d.session, cert)
-                if not result.events:
-                    result = await offboarding.revoke_if_offboarded(d.session, cert)
-                d.emit(result)
+            certs = await projection.record_issued_many(d.session, events)
+            compromised = await fanout.possibly_compromised(d.session, certs)
+            for cert in compromised:
+                d.emit(await fanout.revoke_if_compromised(d.session, cert))
+            rest = [c for c in certs if c not in compromised]
+            for cert in await offboarding.possibly_offboarded(d.session, rest):
+                d.emit(await offboarding.revoke_if_offboarded(d.session, cert))
         self._on_change(events)
 
     async def cert_installed(self, events: list[CertInstalled]) -> None:

@@ -6,7 +6,7 @@ from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.revocation import projection
-from services.revocation.models import KnownCertificate, OffboardedUser
+from services.revocation.models import DeviceOwner, KnownCertificate, OffboardedUser
 from services.revocation.revoker import (
     RevocationOrder,
     RevocationResult,
@@ -100,6 +100,43 @@ async def revoke_if_offboarded(session: AsyncSession, cert: KnownCertificate) ->
         if record is not None:
             return await revoke(session, [cert], order_for(record))
     return RevocationResult()
+
+
+async def possibly_offboarded(
+    session: AsyncSession, certs: list[KnownCertificate]
+) -> list[KnownCertificate]:
+    """The certificates of a batch that may reach an offboarded user (a cheap pre-filter for
+    ``revoke_if_offboarded``: a few queries for the whole batch)."""
+    machines = await projection.installed_machines(session, certs)
+    owners = {d.device: d.user for d in await _device_owners(session, machines)}
+    users_of = {
+        c.cert_id: {
+            *(owners[m] for m in machines[c.cert_id] if m in owners),
+            *([c.owner] if c.owner else []),
+        }
+        for c in certs
+    }
+    candidates = sorted(set().union(*users_of.values())) if users_of else []
+    if not candidates:
+        return []
+    leavers: set[str] = set()
+    column = OffboardedUser.user
+    for start in range(0, len(candidates), 500):
+        chunk = candidates[start : start + 500]
+        rows = await session.exec(select(column).where(column.in_(chunk)))  # type: ignore[attr-defined]
+        leavers.update(rows.all())
+    return [c for c in certs if users_of[c.cert_id] & leavers]
+
+
+async def _device_owners(session: AsyncSession, machines: dict[str, set[str]]) -> list[DeviceOwner]:
+    names = sorted(set().union(*machines.values())) if machines else []
+    found: list[DeviceOwner] = []
+    for start in range(0, len(names), 500):
+        rows = await session.exec(
+            select(DeviceOwner).where(DeviceOwner.device.in_(names[start : start + 500]))  # type: ignore[attr-defined]
+        )
+        found.extend(rows.all())
+    return found
 
 
 async def revoke_on_devices_of_offboarded(

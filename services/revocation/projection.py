@@ -18,7 +18,14 @@ async def record_issued(session: AsyncSession, ev: CertIssued) -> KnownCertifica
     known = await session.get(KnownCertificate, ev.cert_id)
     if known is not None:
         return known
-    known = KnownCertificate(
+    known = _known(ev)
+    session.add(known)
+    await session.flush()
+    return known
+
+
+def _known(ev: CertIssued) -> KnownCertificate:
+    return KnownCertificate(
         cert_id=ev.cert_id,
         serial=normal_serial(ev.serial),
         issuer_ca=ev.issuer_ca,
@@ -30,9 +37,41 @@ async def record_issued(session: AsyncSession, ev: CertIssued) -> KnownCertifica
         subject_dn=ev.subject_dn,
         not_after=ev.not_after,
     )
-    session.add(known)
+
+
+async def record_issued_many(
+    session: AsyncSession, events: list[CertIssued]
+) -> list[KnownCertificate]:
+    """``record_issued`` for a batch: one query for what is known already, one insert."""
+    ids = sorted({ev.cert_id for ev in events})
+    known: dict[str, KnownCertificate] = {}
+    for chunk in _chunks(ids):
+        rows = await session.exec(
+            select(KnownCertificate).where(KnownCertificate.cert_id.in_(chunk))  # type: ignore[attr-defined]
+        )
+        known.update({c.cert_id: c for c in rows.all()})
+    fresh = []
+    for ev in events:
+        if ev.cert_id not in known:
+            known[ev.cert_id] = _known(ev)
+            fresh.append(known[ev.cert_id])
+    session.add_all(fresh)
     await session.flush()
-    return known
+    return [known[ev.cert_id] for ev in events]
+
+
+async def installed_machines(
+    session: AsyncSession, certs: list[KnownCertificate]
+) -> dict[str, set[str]]:
+    """The machines each certificate is installed on or was issued for."""
+    machines: dict[str, set[str]] = {c.cert_id: ({c.device} if c.device else set()) for c in certs}
+    for chunk in _chunks(sorted(machines)):
+        rows = await session.exec(
+            select(Installation).where(Installation.cert_id.in_(chunk))  # type: ignore[attr-defined]
+        )
+        for install in rows.all():
+            machines[install.cert_id].add(install.machine)
+    return machines
 
 
 async def record_installed(session: AsyncSession, ev: CertInstalled) -> Installation:

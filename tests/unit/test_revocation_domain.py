@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from services.revocation import offboarding, projection, revoker
+from services.revocation import fanout, offboarding, projection, revoker
 from services.revocation.crls import caching_headers
 from services.revocation.models import TABLES, StoredCrl
 from shared.db import Database
-from shared.events import CertInstalled, StoreTarget, UserOffboarded
+from shared.events import CertInstalled, KeyCompromised, StoreTarget, UserOffboarded
 from shared.outbox import OutboxMessage
 from shared.pki import RevocationReason
 from shared.testing.revocation_kit import LabCa
@@ -158,3 +158,26 @@ async def test_a_batch_of_offboardings_revokes_what_each_one_would(db: Database,
         [anns.cert_id, on_bens_pc.cert_id, shared_cert.cert_id]
     )
     assert again.events == []
+
+
+async def test_the_batch_prefilters_find_leavers_and_compromised_keys(
+    db: Database, ca: LabCa
+) -> None:
+    async with db.transaction() as s:
+        await projection.assign_devices(s, "dora", ["dora-pc"])
+        await offboarding.offboard_many(s, [UserOffboarded(user="dora")])
+        batch = [
+            ca.issued_event("a", owner="dora"),
+            ca.issued_event("b", device="dora-pc"),
+            ca.issued_event("c", owner="eve"),
+        ]
+        certs = await projection.record_issued_many(s, [*batch, batch[0]])
+        leavers = await offboarding.possibly_offboarded(s, certs[:3])
+        assert await fanout.possibly_compromised(s, certs[:3]) == []
+        await fanout.key_compromised(
+            s, KeyCompromised(public_key_sha256=batch[2].public_key_sha256)
+        )
+        compromised = await fanout.possibly_compromised(s, certs[:3])
+    assert [c.cert_id for c in leavers] == [batch[0].cert_id, batch[1].cert_id]
+    assert len(compromised) == 3  # the test CA's leaves share one key
+    assert len({c.cert_id for c in certs}) == 3
