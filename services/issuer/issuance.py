@@ -77,13 +77,18 @@ class Issuer:
         req: Enrollment,
         server_key: CertificatePublicKeyTypes | None = None,
         template: Template | None = None,
+        roots_too: bool = False,
     ) -> LeafRequest:
-        """Check ``req`` against its template (or the built-in ``template`` given)."""
+        """Check ``req`` against its template (or the built-in ``template`` given).
+
+        End entities come from issuing CAs only; ``roots_too`` lets a built-in profile (the
+        delegated OCSP responder of a root) be signed by a root.
+        """
         template = template or self.templates.get(req.template)
         if template is None:
             raise Rejection(errors.UNKNOWN_TEMPLATE, f"no template named {req.template!r}", 404)
         ca_name = req.ca or template.ca
-        if ca_name not in self.cas or self.cas.get(ca_name).is_root:
+        if ca_name not in self.cas or (self.cas.get(ca_name).is_root and not roots_too):
             raise Rejection(
                 errors.UNKNOWN_CA, f"template {template.name}: no issuing CA named {ca_name!r}"
             )

@@ -158,7 +158,7 @@ class IssuerRpc:
             actor=str(request.get("actor") or "revocation"),
         )
         try:
-            leaf = self.issuer.prepare(req, template=template)
+            leaf = self.issuer.prepare(req, template=template, roots_too=True)
         except Rejection as exc:
             raise _rpc_error(exc) from exc
         async with self.rt.unit_of_work() as uow:

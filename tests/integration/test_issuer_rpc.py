@@ -59,3 +59,11 @@ async def test_a_certificate_issued_here_can_be_looked_up_by_serial(call) -> Non
     with pytest.raises(RpcError) as caught:
         await call("certs.get", {"id": "deadbeef"})
     assert caught.value.code == "not_found"
+
+
+async def test_a_root_ca_gets_a_delegated_ocsp_signer_too(call) -> None:
+    csr, _ = make_csr("root OCSP responder")
+    answer = await call("ocsp.signer", {"ca": "root", "csr": csr_pem(csr)})
+    cert = load_certificate(answer["certificate_pem"])
+    cert.verify_directly_issued_by(load_certificate(answer["chain_pem"][0]))
+    assert answer["issuer_ca"] == "root"
