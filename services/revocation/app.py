@@ -98,7 +98,7 @@ def wire(settings: RevocationSettings | None = None) -> RevocationService:
     key_dir = settings.var_dir / SERVICE / "ocsp"
     keyring = SignerKeyring(
         key_dir,
-        keyring_passphrase(key_dir, settings.ocsp_key_passphrase),
+        lambda: keyring_passphrase(key_dir, settings.ocsp_key_passphrase),
         IssuerSigners(runtime.broker, settings.rpc_timeout),
         timedelta(days=settings.ocsp_signer_renew_before_days),
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Protocol
@@ -58,17 +59,24 @@ class SignerKeyring:
     def __init__(
         self,
         directory: Path,
-        passphrase: bytes,
+        passphrase: Callable[[], bytes],
         authority: SignerAuthority,
         renew_before: timedelta,
         clock: Clock | None = None,
     ) -> None:
         self._dir = directory
-        self._passphrase = passphrase
+        self._passphrase_source = passphrase
+        self._secret: bytes | None = None
         self._authority = authority
         self._renew_before = renew_before
         self._clock = clock or SystemClock()
         self._signers: dict[str, Signer] = {}
+
+    def _passphrase(self) -> bytes:
+        """Read (or make) the passphrase on first use, so building the service touches no file."""
+        if self._secret is None:
+            self._secret = self._passphrase_source()
+        return self._secret
 
     def get(self, ca: str) -> Signer | None:
         signer = self._signers.get(ca)
@@ -104,7 +112,7 @@ class SignerKeyring:
         if not key_path.exists() or not cert_path.exists():
             return None
         try:
-            key = serialization.load_pem_private_key(key_path.read_bytes(), self._passphrase)
+            key = serialization.load_pem_private_key(key_path.read_bytes(), self._passphrase())
             certs = x509.load_pem_x509_certificates(cert_path.read_bytes())
             return self._checked(certs[0], key, certs[1:], ca_cert)
         except (ValueError, UnusableSignerCertificate) as exc:
@@ -135,7 +143,7 @@ class SignerKeyring:
             key.private_bytes(
                 serialization.Encoding.PEM,
                 serialization.PrivateFormat.PKCS8,
-                serialization.BestAvailableEncryption(self._passphrase),
+                serialization.BestAvailableEncryption(self._passphrase()),
             ),
         )
         _write_private(cert_path, "".join(pem(c) for c in [signer.certificate, *chain]).encode())
