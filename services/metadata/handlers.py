@@ -7,6 +7,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from pydantic import BaseModel, Field, model_validator
+from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.metadata.definitions import (
@@ -122,8 +123,11 @@ class MetadataHandlers:
             uow.emit(CertMetadataChanged(correlation_id=correlation_id or "", **fields))
 
     async def start(self) -> None:
-        async with self._rt.unit_of_work() as uow:
-            await Definitions(uow.session).ensure_built_in()
+        try:
+            async with self._rt.unit_of_work() as uow:
+                await Definitions(uow.session).ensure_built_in()
+        except IntegrityError:
+            log.info("built-in field definitions were created by another replica")
 
     async def cert_issued(self, events: list[CertIssued]) -> None:
         """Remember each new certificate (id, thumbprints, owner) and its enrollment metadata."""
