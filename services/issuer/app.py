@@ -70,16 +70,21 @@ def build(settings: IssuerSettings | None = None) -> ServiceRuntime:
         handlers.cert_requested,
         on_invalid=handlers.cert_requested_invalid,
         batch_size=settings.issuance_batch_size,
+        max_wait=settings.issuer_max_wait,
     )
     rt.consume(
         subjects.CERT_RENEWAL_REQUESTED,
         handlers.renewal_requested,
         on_invalid=handlers.cert_requested_invalid,
         batch_size=100,
+        max_wait=settings.issuer_max_wait,
     )
     IssuerRpc(rt, issuer, settings.ocsp_signer_validity_days).register()
-    rt.consume(subjects.CERT_REVOKED, handlers.cert_revoked, batch_size=1000)
-    rt.consume(subjects.CERT_RELEASED, handlers.cert_released, batch_size=1000)
+    for subject, handler in (
+        (subjects.CERT_REVOKED, handlers.cert_revoked),
+        (subjects.CERT_RELEASED, handlers.cert_released),
+    ):
+        rt.consume(subject, handler, batch_size=1000, max_wait=settings.issuer_max_wait)
     rt.issuer = issuer  # type: ignore[attr-defined]
     rt.crls = crls  # type: ignore[attr-defined]
 

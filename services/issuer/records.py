@@ -147,14 +147,10 @@ async def record_revocations(
 ) -> int:
     """Add revoked serials of our CAs; a serial already on the list changes nothing."""
     changed = 0
-    seen: dict[tuple[str, str], RevokedSerial] = {}
-    for ev in events:
-        if ev.issuer_ca not in cas:
-            continue
-        serial = render_serial(parse_serial(ev.serial))
-        row = seen.get((ev.issuer_ca, serial)) or await session.get(
-            RevokedSerial, (ev.issuer_ca, serial)
-        )
+    ours = [(ev, render_serial(parse_serial(ev.serial))) for ev in events if ev.issuer_ca in cas]
+    seen = await _listed(session, [(ev.issuer_ca, serial) for ev, serial in ours])
+    for ev, serial in ours:
+        row = seen.get((ev.issuer_ca, serial))
         if row is not None and not row.released and row.reason == int(ev.reason):
             continue
         state = await _state(session, ev.issuer_ca)
@@ -170,6 +166,24 @@ async def record_revocations(
         session.add(state)
         changed += 1
     return changed
+
+
+async def _listed(
+    session: AsyncSession, keys: list[tuple[str, str]]
+) -> dict[tuple[str, str], RevokedSerial]:
+    """The revocation rows already recorded for these (CA, serial) pairs, in one query per CA."""
+    by_ca: dict[str, list[str]] = {}
+    for ca, serial in keys:
+        by_ca.setdefault(ca, []).append(serial)
+    found: dict[tuple[str, str], RevokedSerial] = {}
+    for ca, serials in by_ca.items():
+        rows = await session.exec(
+            select(RevokedSerial).where(
+                RevokedSerial.ca == ca, col(RevokedSerial.serial).in_(set(serials))
+            )
+        )
+        found.update({(r.ca, r.serial): r for r in rows.all()})
+    return found
 
 
 async def record_releases(

@@ -23,6 +23,9 @@ class IssuerSettings(CommonSettings):
     crl_max_delay_seconds: float = 2.0
     ocsp_signer_validity_days: int = 30
     issuance_batch_size: int = 500
+    issuer_max_wait: float = Field(
+        default=0.25, description="How long a pull waits to fill a batch: a lone event's latency."
+    )
     delta_crls: bool = True
     pkcs11_module: str = "/usr/lib/softhsm/libsofthsm2.so"
     pkcs11_token: str | None = None
