@@ -199,6 +199,13 @@ async def test_a_revocation_publishes_a_crl_listing_the_serial_with_its_reason(
     assert (
         crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number == event.crl_number
     )
+    seen = await crls.until(lambda s: any(b["delta"] and b["crl_number"] > before for b in s))
+    delta_event = next(b for b in seen if b["delta"] and b["crl_number"] > before)
+    assert delta_event["object_name"] == f"issuing-ec/delta-{delta_event['crl_number']}.crl"
+    delta = x509.load_der_x509_crl((await obs.get(delta_event["object_name"])).data)
+    indicator = delta.extensions.get_extension_for_class(x509.DeltaCRLIndicator).value
+    assert indicator.crl_number == delta_event["base_crl_number"] < delta_event["crl_number"]
+    assert delta.get_revoked_certificate_by_serial_number(parse_serial(body["serial"])) is not None
 
 
 async def test_a_burst_of_revocations_is_coalesced_into_a_handful_of_crls(
