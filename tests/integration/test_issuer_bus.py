@@ -237,7 +237,7 @@ async def test_a_burst_of_revocations_is_coalesced_into_a_handful_of_crls(
         lambda s: any(b["entries"] == 1000 and not b["delta"] for b in s), within=30
     )
     full_after_burst = [b for b in seen if not b["delta"] and b["ca"] == "issuing-ec"][1:]
-    assert 1 <= len(full_after_burst) <= 5
+    assert 1 <= len(full_after_burst) <= 10  # a thousand revocations, a handful of CRLs
 
 
 async def test_a_restarted_issuer_keeps_its_cas_and_continues_crl_numbers(
