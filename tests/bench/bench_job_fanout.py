@@ -1,7 +1,7 @@
 """Job fan-out: one burst of work pushed to 200 agents on a real nats-server.
 
-Inventory (its own process, SQLite) receives 200 onboardings at once and sends each machine's agent a
-re-enrollment job; every agent (the real agent runtime, in-process, each with its own NATS
+Inventory (its own process, SQLite) receives 200 onboardings at once and sends each machine's
+agent a re-enrollment job; every agent (the real agent runtime, in-process, each with its own NATS
 connection and durable consumer) makes a key and a CSR; a stand-in issuer signs; inventory
 sends the install job; the agent writes the store and reports. Measured: time from the push
 until every agent reported its certificate installed.
@@ -77,9 +77,9 @@ async def start_inventory(url: str, work: Path) -> subprocess.Popen[bytes]:
     """Inventory as its own process, as in production (it must not share the agents' loop)."""
     env = {**os.environ, "CERTBUS_NATS_URL": url, "CERTBUS_LOG_LEVEL": "WARNING",
            "CERTBUS_INVENTORY_DATABASE_URL": f"sqlite+aiosqlite:///{work / 'inventory.db'}"}
-    log = open(work / "inventory.log", "wb")  # noqa: SIM115 - the child owns it
-    proc = subprocess.Popen([sys.executable, "-m", "services.inventory"], env=env, stdout=log,
-                            stderr=subprocess.STDOUT)  # fmt: skip
+    log = open(work / "inventory.log", "wb")  # noqa: SIM115, ASYNC230 - the child owns it
+    proc = subprocess.Popen([sys.executable, "-m", "services.inventory"], env=env,  # noqa: ASYNC220
+                            stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
     nc = await nats.connect(url)
     try:
         for _ in range(300):
