@@ -209,7 +209,11 @@ def _watch_status_changes(broker: NatsBroker, changed: Any) -> None:
 
             return _invalidate
 
-        broker.subscriber(subject, title=f"revocation:ocsp-cache:{subject}")(make(model))
+        # no_reply: these messages carry the publisher's JetStream ack inbox; answering it would
+        # hand the publisher an empty "ack" before the stream's own.
+        broker.subscriber(subject, title=f"revocation:ocsp-cache:{subject}", no_reply=True)(
+            make(model)
+        )
 
 
 def build(settings: RevocationSettings | None = None) -> ServiceRuntime:

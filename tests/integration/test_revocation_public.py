@@ -1,8 +1,8 @@
-"""The public endpoint serves what the issuer published: CRLs from the bucket and CA certificates."""
+"""The public endpoint serves what the issuer published: CRLs from the bucket, CA certificates."""
 
 from __future__ import annotations
 
-import subprocess
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -72,12 +72,11 @@ async def test_a_published_crl_is_served_as_der_with_caching_headers(
         assert again.status_code == 304
 
     (tmp_path / "corp.crl").write_bytes(response.content)
-    text = subprocess.run(
-        ["openssl", "crl", "-inform", "DER", "-in", str(tmp_path / "corp.crl"), "-noout", "-text"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
+    openssl = await asyncio.create_subprocess_exec(
+        "openssl", "crl", "-inform", "DER", "-in", str(tmp_path / "corp.crl"), "-noout", "-text",
+        stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    text = (await openssl.communicate())[0].decode()
     assert "Serial Number: 0457" in text and "Serial Number: 08AE" in text
 
 
@@ -131,3 +130,16 @@ async def test_the_ca_certificate_is_served_at_its_aia_url(
         assert response.headers["content-type"] == "application/pkix-cert"
         assert x509.load_der_x509_certificate(response.content) == ca.cert
         assert (await http.get("/ca/nobody.crt")).status_code == 404
+
+
+async def test_publishers_get_the_streams_acknowledgement_while_the_service_listens(
+    service: RevocationService, nats_client
+) -> None:
+    # The service also listens to cert.issued / cert.revoked outside JetStream (to drop cached
+    # OCSP answers); it must never answer a publisher's ack inbox itself.
+    js = nats_client.jetstream()
+    ca = LabCa("corp")
+    events = [ca.issued_event(f"h{i}").model_dump_json().encode() for i in range(300)]
+    acks = [await js.publish(subjects.CERT_ISSUED, data) for data in events]
+    assert {ack.stream for ack in acks} == {"CERT"}
+    assert len({ack.seq for ack in acks}) == 300
