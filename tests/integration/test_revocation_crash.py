@@ -40,7 +40,7 @@ from shared.testing.revocation_kit import (
 
 pytestmark = pytest.mark.integration
 
-USERS = 300
+USERS = 200
 CERTS_PER_USER = 3
 CA_NAME = "issuing-ec"
 

@@ -20,15 +20,9 @@ from shared.testing.revocation_kit import LabCa, crl_published, drained, publish
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-async def service(
-    nats_url: str, database_url: str, tmp_path: Path
-) -> AsyncIterator[RevocationService]:
+async def _running(nats_url: str, db_url: str, tmp_path: Path) -> AsyncIterator[RevocationService]:
     settings = RevocationSettings(
-        nats_url=nats_url,
-        revocation_database_url=database_url,
-        var_dir=tmp_path / "var",
-        public_port=0,
+        nats_url=nats_url, revocation_database_url=db_url, var_dir=tmp_path / "var", public_port=0
     )
     svc = wire(settings)
     await svc.runtime.app.start()
@@ -36,6 +30,22 @@ async def service(
         yield svc
     finally:
         await svc.runtime.app.stop()
+
+
+@pytest.fixture
+async def on_both(
+    nats_url: str, database_url: str, tmp_path: Path
+) -> AsyncIterator[RevocationService]:
+    """The service on SQLite and on PostgreSQL."""
+    async for svc in _running(nats_url, database_url, tmp_path):
+        yield svc
+
+
+@pytest.fixture
+async def service(nats_url: str, tmp_path: Path) -> AsyncIterator[RevocationService]:
+    """The service on SQLite (for what does not depend on the database)."""
+    async for svc in _running(nats_url, f"sqlite+aiosqlite:///{tmp_path / 'r.db'}", tmp_path):
+        yield svc
 
 
 async def put_crl(nats_client, ca: LabCa, number: int, der: bytes, delta_of: int | None = None):  # type: ignore[no-untyped-def]
@@ -46,8 +56,9 @@ async def put_crl(nats_client, ca: LabCa, number: int, der: bytes, delta_of: int
 
 
 async def test_a_published_crl_is_served_as_der_with_caching_headers(
-    service: RevocationService, nats_client, tmp_path: Path
+    on_both: RevocationService, nats_client, tmp_path: Path
 ) -> None:
+    service = on_both
     js = nats_client.jetstream()
     ca = LabCa("corp")
     await publish(js, ca.created())
@@ -81,8 +92,9 @@ async def test_a_published_crl_is_served_as_der_with_caching_headers(
 
 
 async def test_only_the_newest_crl_number_is_served_and_deltas_have_their_own_url(
-    service: RevocationService, nats_client
+    on_both: RevocationService, nats_client
 ) -> None:
+    service = on_both
     js = nats_client.jetstream()
     ca = LabCa("corp")
     now = datetime.now(UTC)
