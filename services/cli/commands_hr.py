@@ -38,3 +38,25 @@ def offboard(
         data = Certbus().hr.offboard(user, mode=mode, comment=comment)
     output.emit_json(data) if json_ else output.console.print(
         f"user.offboarded accepted for [bold]{user}[/bold] (event {data['event_id']})")
+
+
+@app.command()
+def offboarding(user: str, json_: bool = typer.Option(False, "--json")) -> None:
+    """Progress of a user's offboarding: certificates found, revoked, removed, still pending."""
+    with output.api_errors():
+        data = Certbus().hr.offboarding(user)
+    if json_:
+        output.emit_json(data)
+        return
+    output.console.print(
+        f"[bold]{data['user']}[/bold] offboarding ({data.get('mode')}): {data.get('status')} — "
+        f"found {data.get('found')}, revoked {data.get('revoked')}, removed {data.get('removed')}"
+        f"; started {data.get('started_at')}, completed {data.get('completed_at') or '-'}"
+    )
+    pending = data.get("pending") or {}
+    for key, ids in pending.items():
+        if ids:
+            output.console.print(f"  pending {key.replace('_', ' ')}: {', '.join(ids)}")
+    output.table(data.get("certificates", []),
+                 [("id", "id"), ("serial", "serial"), ("status", "status"),
+                  ("revoked_at", "revoked at")])

@@ -151,3 +151,17 @@ def test_onboarding_installs_verified_certificates_and_offboarding_revokes_and_r
     revoked = read_subject(nats_url, "cert.revoked")
     assert sorted(e["serial"] for e in revoked) == sorted(serials.values())
     assert {e["reason"] for e in revoked} == {5}
+
+    import json
+    import os
+    import subprocess
+    import sys
+
+    cli = subprocess.run(
+        [sys.executable, "-m", "services.cli", "hr", "offboarding", "alice", "--json"],
+        capture_output=True, env={**os.environ, "CERTBUS_URL": gw}, timeout=60, check=False)
+    assert cli.returncode == 0, cli.stderr.decode()
+    status = json.loads(cli.stdout)
+    assert (status["status"], status["found"], status["revoked"], status["removed"]) == (
+        "completed", 2, 2, 2)
+    assert status["completed_at"]
