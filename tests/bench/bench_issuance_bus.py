@@ -135,8 +135,9 @@ async def run() -> dict:
             csrs = [user_csr(f"user{i}") for i in range(REQUESTS)]
         figures["csr_preparation_seconds (not measured)"] = making.seconds
         await wait_for_ping(server.url)
-        raw = raw_rate(tmp / "var" / "issuer" / "keys", passphrase, csrs[: min(REQUESTS, 3000)])
-        figures["baseline_raw_in_process_per_second"] = raw
+        sample = csrs[: min(REQUESTS, 3000)]
+        raw = raw_rate(tmp / "var" / "issuer" / "keys", passphrase, sample)
+        figures["baseline_raw_before_per_second"] = raw
         for replicas in range(1, REPLICAS + 1):
             while len(procs) < replicas:
                 # A replica finds the CAs the first process made and joins its durable consumer.
@@ -144,8 +145,21 @@ async def run() -> dict:
                 await asyncio.sleep(3.0)
             bus, publish = await bus_rate(server.url, csrs, f"r{replicas}")
             figures[f"bus_per_second_{replicas}_issuer"] = bus
-            figures[f"ratio_bus_over_raw_{replicas}_issuer"] = bus / raw
             figures[f"publish_rate_per_second_{replicas}_issuer"] = publish
+        for proc in procs:
+            proc.terminate()
+            proc.wait(30)
+        procs = []
+        # Measured again once the issuers are gone; the better of the two is the baseline, so
+        # a busy moment during one measurement cannot flatter the ratio.
+        after = raw_rate(tmp / "var" / "issuer" / "keys", passphrase, sample)
+        figures["baseline_raw_after_per_second"] = after
+        raw = max(raw, after)
+        figures["baseline_raw_in_process_per_second"] = raw
+        for replicas in range(1, REPLICAS + 1):
+            figures[f"ratio_bus_over_raw_{replicas}_issuer"] = (
+                figures[f"bus_per_second_{replicas}_issuer"] / raw  # type: ignore[operator]
+            )
     finally:
         for proc in procs:
             proc.terminate()
