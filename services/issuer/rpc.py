@@ -19,7 +19,7 @@ from services.issuer.issuance import (
     issued_fields,
     renewal_enrollment,
 )
-from services.issuer.keys import generate_key
+from services.issuer.keys import MLDSA, generate_key
 from services.issuer.pfx import build_pkcs12
 from services.issuer.templates import KeyGeneration, KeyRules, SanRules, SubjectRules, Template
 from shared.bus import RpcError
@@ -209,6 +209,12 @@ class IssuerRpc:
                 errors.KEY_GENERATION_NOT_ALLOWED,
                 f"template {template.name}: key_generation is device; "
                 "PFX enrollment is not allowed",
+            )
+        if template.keys.server_key_type in MLDSA:
+            raise Rejection(
+                errors.KEY_TYPE_NOT_ALLOWED,
+                f"template {template.name}: keys.server_key_type {template.keys.server_key_type} "
+                "cannot be carried in PKCS#12 yet; enroll with a CSR",
             )
         key = await asyncio.to_thread(generate_key, template.keys.server_key_type)
         outcome = await self._submit(Work(req, renewal_of=renewal_of, server_key=key.public_key()))
