@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from asn1crypto import keys as asn1_keys
+from asn1crypto import core as asn1_core
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed448, ed25519
@@ -70,7 +70,9 @@ def issuer_hashes(cert: x509.Certificate, algorithm: str) -> tuple[bytes, bytes]
     spki = cert.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    key_bits = asn1_keys.PublicKeyInfo.load(spki)["public_key"].contents[1:]
+    # Read the BIT STRING generically: asn1crypto's key classes do not know every algorithm
+    # (ML-DSA, for one), and the key hash covers only the bits, whatever the algorithm.
+    key_bits = asn1_core.Sequence.load(spki)[1].contents[1:]
     name_der = cert.subject.public_bytes()
     return hashlib.new(algorithm, name_der).digest(), hashlib.new(algorithm, key_bits).digest()
 
