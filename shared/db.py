@@ -11,7 +11,6 @@ from contextlib import asynccontextmanager
 
 from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
-from sqlalchemy.pool import NullPool
 from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -31,7 +30,11 @@ def is_sqlite(engine: AsyncEngine) -> bool:
 def make_engine(url: str, schema: str | None = None) -> AsyncEngine:
     url = normalise_url(url)
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, connect_args={"timeout": 30}, poolclass=NullPool)
+        # Pooled: opening an aiosqlite connection starts a thread and runs the pragmas, far too
+        # dear to do for every transaction on the hot path.
+        engine = create_async_engine(
+            url, connect_args={"timeout": 30}, pool_size=5, max_overflow=5, pool_pre_ping=False
+        )
         _sqlite_pragmas(engine)
         return engine
     connect_args = {}

@@ -59,22 +59,24 @@ class OutboxRelay:
 
     async def flush(self) -> int:
         """Publish everything pending; returns how many events went out."""
+        table = OutboxMessage.__table__  # type: ignore[attr-defined]
         sent = 0
         while True:
-            async with self._db.session() as session:
+            async with self._db.engine.connect() as conn:
                 rows = (
-                    await session.exec(
-                        select(OutboxMessage).order_by(OutboxMessage.id).limit(self._batch)  # type: ignore[arg-type]
+                    await conn.execute(
+                        select(table.c.id, table.c.subject, table.c.event_id, table.c.payload)
+                        .order_by(table.c.id)
+                        .limit(self._batch)
                     )
                 ).all()
             if not rows:
                 return sent
-            rows = [r[0] if not isinstance(r, OutboxMessage) else r for r in rows]
             await asyncio.gather(
-                *(self._publish(r.subject, r.event_id, r.payload.encode()) for r in rows)
+                *(self._publish(subject, event_id, payload.encode()) for _, subject, event_id, payload in rows)
             )
-            async with self._db.transaction() as session:
-                await session.exec(delete(OutboxMessage).where(OutboxMessage.id.in_([r.id for r in rows])))  # type: ignore[union-attr,call-overload]
+            async with self._db.engine.begin() as conn:
+                await conn.execute(delete(table).where(table.c.id.in_([r[0] for r in rows])))
             sent += len(rows)
 
     async def _run(self) -> None:
