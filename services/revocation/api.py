@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -11,11 +11,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from services.revocation import projection, revoker
 from services.revocation.models import KnownCertificate, Revocation
 from shared.bus import RpcError
+from shared.clock import utcnow
 from shared.events import Event, new_id
 from shared.pki import RevocationReason
 from shared.runtime import ServiceRuntime
 
 BULK_CHUNK = 1000
+FUTURE_SKEW = timedelta(minutes=5)
 
 
 class _Request(BaseModel):
@@ -40,6 +42,19 @@ class _Revoking(_Request):
             raise ValueError(
                 f"{exc}; use 0-10 or one of {[r.rfc_name for r in RevocationReason]}"
             ) from exc
+
+    @field_validator("effective_at", "invalidity_date")
+    @classmethod
+    def _not_in_the_future(cls, value: datetime | None) -> datetime | None:
+        # A revocation takes effect when it is processed or earlier (backdated); a date ahead
+        # would publish a CRL entry that claims a revocation has not happened yet.
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        if value > utcnow() + FUTURE_SKEW:
+            raise ValueError("may not be in the future: scheduled revocation is not supported")
+        return value
 
     @field_validator("comment")
     @classmethod
