@@ -51,7 +51,12 @@ async def prefetch(session: AsyncSession, events: list[UserOnboarded]) -> None:
     await prefetch_module.load(session, User, User.user, {ev.user for ev in events})
     await prefetch_module.load(session, Device, Device.name, devices)
     await prefetch_module.load(session, Agent, Agent.machine, devices)
-    await prefetch_module.load(session, Store, Store.machine, devices)
+    # The session's identity map holds rows weakly: keep the stores found, so record_store
+    # finds an existing store instead of inserting it a second time.
+    stores = session.info.setdefault("inventory_stores", {})
+    if devices:
+        found = await session.exec(select(Store).where(Store.machine.in_(devices)))  # type: ignore[attr-defined]
+        stores.update({s.id: s for s in found.all()})
     session.info["inventory_store_machines"] = devices
 
 
