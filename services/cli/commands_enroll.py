@@ -32,6 +32,7 @@ def _summary(cert: dict[str, Any], wrote: Path | None) -> None:
 
 def _write_private(path: Path, data: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # the mode given to open() applies only to a file it creates
     with os.fdopen(fd, "wb") as f:
         f.write(data)
 
