@@ -32,6 +32,7 @@ from shared.events import (
     Event,
     OffboardingMode,
     UserOffboarded,
+    UserOnboarded,
     derived_id,
     new_id,
 )
@@ -181,6 +182,15 @@ class MetadataHandlers:
                             uow, change, ev, derived_id("metadata.disable", ev.event_id, cert_id)
                         )
                 log.info("offboarding %s (disable): %d certificates disabled", ev.user, disabled)
+
+    async def user_onboarded(self, events: list[UserOnboarded]) -> None:
+        """A user hired again after a disable-mode offboarding: what is issued to them from now
+        on starts enabled (their old certificates stay as they are)."""
+        async with self._rt.unit_of_work() as uow:
+            values = self._values(uow)
+            for ev in events:
+                if await values.enable_owner(ev.user, ev.occurred_at):
+                    log.info("%s onboarded again: new certificates start enabled", ev.user)
 
     async def get(self, request: dict[str, Any]) -> dict[str, Any]:
         """The metadata of one certificate (by id, thumbprint or serial)."""

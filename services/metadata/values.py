@@ -251,6 +251,15 @@ class MetadataValues:
             self._s.add(DisabledOwner(owner=owner, event_id=event_id, disabled_at=self._now))
             await self._s.flush()
 
+    async def enable_owner(self, owner: str, onboarded_at: datetime) -> bool:
+        """A rehire (onboarded after the disabling): later certificates start enabled again."""
+        row = await self._s.get(DisabledOwner, owner)
+        if row is None or _utc(row.disabled_at) >= onboarded_at:
+            return False
+        await self._s.delete(row)
+        await self._s.flush()
+        return True
+
     async def owner_is_disabled(self, owner: str | None) -> bool:
         return bool(owner) and await self._s.get(DisabledOwner, owner) is not None
 
