@@ -18,6 +18,7 @@ from services.inventory.tables import (
     User,
     UserDevice,
 )
+from services.inventory.timeutil import as_utc
 from shared.clock import utcnow
 from shared.events import (
     AgentJob,
@@ -67,7 +68,13 @@ async def upsert_user(session: AsyncSession, ev: UserOnboarded) -> User:
         prefetch_module.added(session, user, ev.user)
         _fresh(session).add(ev.user)
     user.email, user.department, user.roles = ev.email, ev.department, list(ev.roles)
-    if user.status == "offboarded" and ev.subject == UserOnboarded.subject:
+    left_at = as_utc(user.offboarded_at)
+    if (
+        user.status == "offboarded"
+        and ev.subject == UserOnboarded.subject
+        and (left_at is None or ev.occurred_at > left_at)
+    ):
+        # A rehire; an onboarding older than the offboarding (a late delivery) is not.
         user.status, user.offboarded_at = "active", None
     user.updated_at = utcnow()
     for name in ev.devices:

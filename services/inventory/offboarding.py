@@ -25,8 +25,15 @@ async def open_(session: AsyncSession, ev: UserOffboarded) -> Offboarding:
     if user is None:
         user = User(user=ev.user)
         session.add(user)
+    rehired = user.status != "offboarded"
     user.status, user.offboarded_at, user.updated_at = "offboarded", ev.occurred_at, utcnow()
     row = await session.get(Offboarding, ev.user)
+    if row is not None and rehired and row.status == "completed" and row.event_id != ev.event_id:
+        # Hired again since that offboarding completed, and leaving again: a new offboarding.
+        row.mode, row.event_id, row.correlation_id = ev.mode.value, ev.event_id, ev.correlation_id
+        row.status, row.started_at, row.completed_at = "open", ev.occurred_at, None
+        row.found = row.revoked = row.removed = row.pending = 0
+        row.cert_ids = []
     if row is None:
         row = Offboarding(
             user=ev.user,
