@@ -78,14 +78,16 @@ def history(cert_id: str, json_: bool = typer.Option(False, "--json")) -> None:
 
 @app.command()
 def compare(
-    pairs: list[str] = typer.Argument(..., help="expected name=value ..."),
+    pairs: list[str] = typer.Argument(..., help="[id] expected name=value ..."),
     cert_id: str = typer.Option(None, "--cert"),
     thumbprint: str = typer.Option(None, "--thumbprint"),
     json_: bool = typer.Option(False, "--json"),
 ) -> None:
     """Exit 0 when the certificate's values match, 1 when they differ."""
+    if not (cert_id or thumbprint) and pairs and "=" not in pairs[0]:
+        cert_id, pairs = pairs[0], pairs[1:]  # ``compare <id> name=value``, like ``set``
     if not (cert_id or thumbprint):
-        output.fail("usage", "give --cert or --thumbprint")
+        output.fail("usage", "give the certificate: <id>, --cert or --thumbprint", exit_code=2)
     with output.api_errors():
         result = Certbus().metadata.compare(_parse(pairs), cert_id=cert_id, thumbprint=thumbprint)
     if json_:
