@@ -63,6 +63,10 @@ async def affected(session: AsyncSession, user: str) -> list[Certificate]:
 
 async def progress(session: AsyncSession, row: Offboarding) -> dict[str, Any]:
     certs = await affected(session, row.user)
+    if row.status == "completed":
+        # What it completed with: a device of the leaver's may hold other users' certificates
+        # since (a shared machine), and those are not this offboarding's business.
+        certs = [c for c in certs if c.cert_id in set(row.cert_ids)]
     ids = [c.cert_id for c in certs]
     locations = (
         (await session.exec(select(Location).where(Location.cert_id.in_(ids)))).all()  # type: ignore[attr-defined]
