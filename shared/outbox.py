@@ -9,13 +9,16 @@ dies between its commit and its publish sends the event when it starts again.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 
-from sqlalchemy import Column, Text, delete, select
+from nats.errors import BadSubjectError, MaxPayloadError
+from sqlalchemy import Column, Text, delete, insert, select
 from sqlmodel import Field, SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from shared import subjects
 from shared.db import Database
 from shared.events import Event
 
@@ -29,6 +32,22 @@ class OutboxMessage(SQLModel, table=True):
     event_id: str = Field(index=True)
     subject: str
     payload: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class ParkedOutboxMessage(SQLModel, table=True):
+    """An event the bus refused for good (too large, bad subject): kept here, never dropped."""
+
+    __tablename__ = "outbox_parked"
+
+    id: int | None = Field(default=None, primary_key=True)
+    event_id: str = Field(index=True)
+    subject: str
+    payload: str = Field(sa_column=Column(Text, nullable=False))
+    reason: str
+
+
+# What retrying cannot cure; anything else (a time-out, no connection) is retried.
+PERMANENT_PUBLISH_ERRORS = (MaxPayloadError, BadSubjectError)
 
 
 def stage(session: AsyncSession, events: Iterable[Event]) -> None:
@@ -51,6 +70,7 @@ class OutboxRelay:
         self._batch = batch
         self._interval = interval
         self._wake = asyncio.Event()
+        self._flushing = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
 
@@ -59,6 +79,10 @@ class OutboxRelay:
 
     async def flush(self) -> int:
         """Publish everything pending; returns how many events went out."""
+        async with self._flushing:  # one flush at a time: the timer's and an explicit one
+            return await self._flush()
+
+    async def _flush(self) -> int:
         table = OutboxMessage.__table__  # type: ignore[attr-defined]
         sent = 0
         while True:
@@ -72,12 +96,43 @@ class OutboxRelay:
                 ).all()
             if not rows:
                 return sent
-            await asyncio.gather(
-                *(self._publish(subject, event_id, payload.encode()) for _, subject, event_id, payload in rows)
+            results = await asyncio.gather(
+                *(self._publish(subject, event_id, payload.encode())
+                  for _, subject, event_id, payload in rows),
+                return_exceptions=True,
             )
+            published = [row for row, r in zip(rows, results, strict=True) if r is None]
+            refused = [(row, r) for row, r in zip(rows, results, strict=True)
+                       if isinstance(r, PERMANENT_PUBLISH_ERRORS)]
+            for row, exc in refused:
+                await self._park(row, exc)
             async with self._db.engine.begin() as conn:
-                await conn.execute(delete(table).where(table.c.id.in_([r[0] for r in rows])))
-            sent += len(rows)
+                if refused:
+                    await conn.execute(insert(ParkedOutboxMessage.__table__), [  # type: ignore[attr-defined]
+                        {"event_id": row[2], "subject": row[1], "payload": row[3],
+                         "reason": f"{type(exc).__name__}: {exc}"} for row, exc in refused])
+                done = [row[0] for row in published] + [row[0] for row, _ in refused]
+                await conn.execute(delete(table).where(table.c.id.in_(done)))
+            sent += len(published)
+            failed = len(rows) - len(published) - len(refused)
+            if failed:
+                # Keep the rest for the next round instead of spinning on a broker that is away.
+                first = next(r for r in results if r is not None
+                             and not isinstance(r, PERMANENT_PUBLISH_ERRORS))
+                raise RuntimeError(f"{failed} of {len(rows)} events not published: {first!r}")
+
+    async def _park(self, row: tuple, exc: BaseException) -> None:  # type: ignore[type-arg]
+        """Say on the dead-letter subject that an event was refused; the event stays in the db."""
+        _, subject, event_id, payload = row
+        notice = {"event_id": event_id, "subject": subject, "bytes": len(payload),
+                  "reason": f"{type(exc).__name__}: {exc}", "kept_in": "outbox_parked"}
+        log.error("the bus refused event %s on %s for good (%s); parked in outbox_parked",
+                  event_id, subject, exc)
+        try:
+            await self._publish(subjects.dead_letter(subject), f"dlq-outbox-{event_id}",
+                                json.dumps(notice).encode())
+        except Exception:  # noqa: BLE001 - the row is kept either way
+            log.exception("could not announce the parked event %s", event_id)
 
     async def _run(self) -> None:
         while not self._stopping:

@@ -52,7 +52,11 @@ class ServiceRuntime:
         self.broker = broker or make_broker(settings.nats_url, service)
         self.publisher = EventPublisher(self.broker)
         self.db = db
-        self._tables = [*tables, outbox.OutboxMessage.__table__] if tables is not None else None
+        self._tables = (
+            [*tables, outbox.OutboxMessage.__table__, outbox.ParkedOutboxMessage.__table__]
+            if tables is not None
+            else None
+        )
         self.relay = outbox.OutboxRelay(db, self.publisher.publish_raw) if db else None
         self.instance = f"{socket.gethostname()}:{os.getpid()}"
         self.started_at = time.time()
