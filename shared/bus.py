@@ -178,10 +178,14 @@ def durable_consumer(
                 ev = event_model.model_validate_json(m.data)
             except ValidationError as exc:
                 reason = _validation_summary(exc)
-                if on_invalid is not None:
+                try:
+                    if on_invalid is None:
+                        raise LookupError("no handler for invalid events")
                     await on_invalid(m.data, m.subject, reason)
-                else:
-                    await _dead_letter(m, f"invalid event: {reason}")
+                except Exception as handler_exc:  # noqa: BLE001 - park it rather than lose it
+                    detail = "" if isinstance(handler_exc, LookupError) else (
+                        f" (its handler failed: {type(handler_exc).__name__}: {handler_exc})")
+                    await _dead_letter(m, f"invalid event: {reason}{detail}")
                 await m.term()
                 continue
             good.append((m, ev))

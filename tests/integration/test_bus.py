@@ -125,3 +125,25 @@ async def test_invalid_events_are_not_retried(nats_url: str, nats_client, tmp_pa
         assert len(seen) == 1 and "request_id" in seen[0]
     finally:
         await rt.app.stop()
+
+
+async def test_an_invalid_event_whose_handler_fails_is_dead_lettered_not_lost(
+    nats_url: str, nats_client, tmp_path
+) -> None:
+    async def broken_on_invalid(data: bytes, subject: str, reason: str) -> None:
+        raise RuntimeError("database is down")
+
+    settings = CommonSettings(nats_url=nats_url, max_deliver=3)
+    rt = ServiceRuntime("probe", settings, db=Database(f"sqlite+aiosqlite:///{tmp_path/'p.db'}"), tables=[])
+
+    async def handle(events):
+        pass
+
+    rt.consume(subjects.CERT_REQUESTED, handle, on_invalid=broken_on_invalid)
+    await rt.app.start()
+    try:
+        await nats_client.jetstream().publish(subjects.CERT_REQUESTED, b'{"template": 5}')
+        dead = await _collect(nats_client, subjects.dead_letter(subjects.CERT_REQUESTED), 1, timeout=20)
+        assert dead == [{"template": 5}]
+    finally:
+        await rt.app.stop()
