@@ -8,10 +8,13 @@ import os
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+from services.agent.errors import JobError
 from services.agent.settings import AgentSettings
 from services.agent.worker import Worker
 from shared import subjects
+from shared.bus import RpcError, rpc_call
 from shared.events import AgentHeartbeat, AgentJob
 from shared.runtime import ServiceRuntime
 
@@ -41,9 +44,24 @@ def build(settings: AgentSettings | None = None) -> ServiceRuntime:
     hook = None
     if settings.post_install_command:
         hook = post_install(settings.post_install_command, settings.post_install_timeout)
+    loop: dict[str, asyncio.AbstractEventLoop] = {}
+
+    def server_enroll(request: dict[str, Any]) -> dict[str, Any]:
+        """Called from the worker's thread: the RPC runs on the event loop."""
+        call = rpc_call(rt.broker, "issuer", "enroll.pfx", request, settings.rpc_timeout)
+        try:
+            return asyncio.run_coroutine_threadsafe(call, loop["loop"]).result(
+                settings.rpc_timeout + 5
+            )
+        except RpcError as exc:
+            if exc.status >= 500:
+                raise  # the issuer is away: the job is retried
+            raise JobError(exc.code, exc.message) from exc
+
     worker = Worker(
-        settings.machine, settings.root, after_install=hook, store_password=settings.store_password
-    )
+        settings.machine, settings.root, after_install=hook,
+        store_password=settings.store_password, server_enroll=server_enroll,
+    )  # fmt: skip
 
     async def handle(jobs: list[AgentJob]) -> None:
         """Run this machine's jobs and report each outcome."""
@@ -66,6 +84,7 @@ def build(settings: AgentSettings | None = None) -> ServiceRuntime:
             await asyncio.sleep(settings.heartbeat_seconds)
 
     async def start_heartbeat() -> None:
+        loop["loop"] = asyncio.get_running_loop()
         settings.root.mkdir(parents=True, exist_ok=True)
         beat["task"] = asyncio.create_task(heartbeat(), name="agent-heartbeat")
 

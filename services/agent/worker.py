@@ -5,13 +5,16 @@ Every event id is derived from the job id, so a redelivered job publishes nothin
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import logging
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.serialization import pkcs12
 
 from services.agent import keys
 from services.agent.discovery import discover
@@ -34,6 +37,10 @@ from shared.events import (
 log = logging.getLogger("certbus.agent")
 
 Hook = Callable[[AgentJob, Path], None]
+# Asks the issuer to make the key and certificate (``enroll.pfx``); raises JobError on refusal.
+ServerEnroll = Callable[[dict[str, Any]], dict[str, Any]]
+
+SERVER_KEYS = "server"
 
 
 class Worker:
@@ -43,11 +50,13 @@ class Worker:
         root: Path,
         after_install: Hook | None = None,
         store_password: str = "changeit",
+        server_enroll: ServerEnroll | None = None,
     ) -> None:
         self.machine = machine
         self.root = root
         self.after_install = after_install
         self.store_password = store_password
+        self.server_enroll = server_enroll
 
     def store(self, target: StoreTarget) -> Store:
         return open_store(self.root, target, self.store_password)
@@ -96,6 +105,8 @@ class Worker:
             raise JobError(
                 "invalid_job", "a reenroll job needs request_id, template and subject_dn"
             )
+        if job.payload.get("key_generation") == SERVER_KEYS:
+            return self._reenroll_with_server_key(job)
         key = keys.pending_key(self.root, job.request_id, job.key_type)
         csr = keys.build_csr(key, job.subject_dn, job.sans)
         csr_pem = csr.public_bytes(serialization.Encoding.PEM).decode()
@@ -107,6 +118,44 @@ class Worker:
             "request_id": job.request_id,
             "public_key_sha256": hashlib.sha256(keys.public_der(key)).hexdigest(),
         }
+
+    def _reenroll_with_server_key(self, job: AgentJob) -> tuple[list[Event], dict[str, Any]]:
+        """The policy says the server makes the key: fetch a PKCS#12 over request/reply (never
+        an event), protected by a one-time password, and install it straight away."""
+        target = self._target(job)
+        if self.server_enroll is None:
+            raise JobError("server_keys_unavailable", "this agent cannot reach the issuer")
+        store = self.store(target)
+        password = secrets.token_urlsafe(24)
+        answer = self.server_enroll({
+            "template": job.template, "subject": job.subject_dn, "sans": list(job.sans),
+            "password": password, "request_id": job.request_id, "owner": job.owner,
+            "device": self.machine, "actor": f"agent:{self.machine}",
+        })  # fmt: skip
+        serial = str(answer.get("serial", "")).lower()
+        current = store.get(target.alias)
+        already = current is not None and current.serial == serial
+        if not already:
+            if not answer.get("pkcs12_b64"):
+                raise JobError(
+                    "key_lost",
+                    f"request {job.request_id} was issued before but its server-made key was "
+                    "never kept; re-provision the device to get a new one",
+                )
+            key, cert, chain = pkcs12.load_key_and_certificates(
+                base64.b64decode(answer["pkcs12_b64"]), password.encode()
+            )
+            if key is None or cert is None:
+                raise JobError("bad_pkcs12", "the issuer's PKCS#12 holds no key or certificate")
+            store.add(target.alias, cert, key, list(chain))
+            if self.after_install:
+                self.after_install(job, store.path)
+        installed = self._event(
+            job, CertInstalled, cert_id=answer.get("cert_id") or serial, serial=serial,
+            thumbprint_sha256=answer.get("thumbprint_sha256") or "", target=target,
+        )  # fmt: skip
+        return [installed], {"serial": serial, "key_generation": SERVER_KEYS,
+                             "already_installed": already, "path": str(store.path)}
 
     def add(self, job: AgentJob) -> tuple[list[Event], dict[str, Any]]:
         """Install the certificate with the key that waits for it."""

@@ -241,6 +241,7 @@ async def _request(session: AsyncSession, user: str, p: Provision, cause: Event)
         sans=list(p.sans),
         key_type=p.key_type,
         owner=user,
+        payload={"key_generation": "server"} if p.key == "server" else {},
     )
 
 
