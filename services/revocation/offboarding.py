@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -77,6 +79,14 @@ async def offboard_many(session: AsyncSession, events: list[UserOffboarded]) -> 
     return result
 
 
+def late_order_for(record: OffboardedUser) -> RevocationOrder:
+    """For a certificate that reaches a leaver after the offboarding: revoked when seen, not at
+    the offboarding's time, which may precede the certificate's own validity."""
+    order = order_for(record)
+    now = utcnow()
+    return replace(order, revoked_at=max(order.revoked_at, now) if order.revoked_at else now)
+
+
 def order_for(record: OffboardedUser) -> RevocationOrder:
     return RevocationOrder(
         reason=OFFBOARDING_REASON,
@@ -98,7 +108,7 @@ async def revoke_if_offboarded(session: AsyncSession, cert: KnownCertificate) ->
     for user in sorted(users):
         record = await session.get(OffboardedUser, user)
         if record is not None:
-            return await revoke(session, [cert], order_for(record))
+            return await revoke(session, [cert], late_order_for(record))
     return RevocationResult()
 
 
@@ -147,7 +157,7 @@ async def revoke_on_devices_of_offboarded(
     if record is None or not devices:
         return RevocationResult()
     return await revoke(
-        session, await projection.certificates_on(session, devices), order_for(record)
+        session, await projection.certificates_on(session, devices), late_order_for(record)
     )
 
 

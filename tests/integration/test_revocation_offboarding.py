@@ -3,6 +3,8 @@ revoked, once, and a leaver's later certificates are revoked on arrival."""
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -130,6 +132,9 @@ async def test_a_certificate_reaching_an_offboarded_user_later_is_revoked_at_onc
         [late_for_carol.serial, late_on_her_pc.serial]
     )
     assert {r["correlation_id"] for r in revoked} == {leaving.correlation_id}
+    # Revoked when they were seen, not back-dated to the offboarding (before they existed).
+    assert all(datetime.fromisoformat(r["revoked_at"]) >= late_for_carol.occurred_at
+               for r in revoked)
 
 
 async def test_offboarding_in_disable_mode_revokes_nothing(
