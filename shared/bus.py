@@ -8,12 +8,11 @@ handler's transaction committed, so a crash loses nothing and redelivery finds t
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import socket
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import nats
@@ -99,9 +98,6 @@ class EventPublisher:
             stream=subjects.stream_for(subject),
             headers={"Nats-Msg-Id": event_id, "content-type": "application/json", **(headers or {})},
         )
-
-    async def publish_many(self, events: Sequence[Event]) -> None:
-        await asyncio.gather(*(self.publish(e) for e in events))
 
 
 def _backoff(delivered: int) -> float:

@@ -61,12 +61,6 @@ class Event(BaseModel):
         return self.subject
 
 
-class Device(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    name: str
-    kind: str = "workstation"
-
-
 class UserOnboarded(Event):
     subject: ClassVar[str] = subjects.USER_ONBOARDED
     user: str = Field(min_length=1, max_length=256)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, NoReturn
 
@@ -58,5 +58,3 @@ def api_errors() -> Iterator[None]:
             fail("unreachable", f"{exc} (is the gateway running? CERTBUS_URL)", 3)
         raise
 
-
-Printer = Callable[[Any], None]
