@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import and_, exists, false, func, not_, or_, select, true
+from sqlalchemy import and_, exists, false, func, literal_column, not_, or_, select, true
 from sqlalchemy.sql.elements import ColumnElement
 
+from services.inventory.indexes import SEARCH_TABLE, row_table, search_table
 from services.inventory.tables import Certificate, CertificateField, Location
 from shared.clock import utcnow
 
@@ -252,9 +253,21 @@ def _key(name: str) -> str:
     return name.replace("_", "").replace("-", "").lower()
 
 
+TEXT_INDEXED = {
+    Certificate.cn: "cn",
+    Certificate.subject_dn: "subject_dn",
+    Certificate.owner: "owner",
+}
+"""Columns the SQLite trigram index covers (see :mod:`services.inventory.indexes`)."""
+
+TRIGRAM = 3
+
+
 class Compiler:
-    def __init__(self, now: datetime | None = None) -> None:
+    def __init__(self, now: datetime | None = None, text_index: bool = False) -> None:
         self.now = now or utcnow()
+        self.text_index = text_index
+        """Whether the SQLite trigram index exists (PostgreSQL's indexes need no help)."""
         self.scans = False
         """Whether some condition can only be answered row by row (no index narrows it)."""
 
@@ -279,7 +292,8 @@ class Compiler:
         if c.value is None:
             return self.null(c, spec)
         if spec.kind == "text":
-            return _text(func.lower(spec.column), c.op, c.value.lower(), c)
+            condition = _text(func.lower(spec.column), c.op, c.value.lower(), c)
+            return self.narrowed(spec.column, c, condition)
         if spec.kind == "lowercase":
             value = c.value.replace(":", "").strip().lower()
             if spec.column is Certificate.serial and c.op == "-eq":
@@ -301,6 +315,31 @@ class Compiler:
             on_cert = _text(func.lower(Certificate.device), c.op, c.value.lower(), c)
             return or_(on_cert, self.located(Location.machine, c))
         return self.located(spec.column, c)
+
+    def narrowed(
+        self, column: Any, c: Comparison, condition: ColumnElement[bool]
+    ) -> ColumnElement[bool]:
+        """On SQLite, let the trigram index pick the candidates for a substring search.
+
+        The ``LIKE`` stays: the index narrows, the ``LIKE`` decides, so the answer is exactly a
+        full scan's. The value is a bound parameter of ``MATCH``, quoted as an FTS5 phrase.
+        """
+        fts_column = TEXT_INDEXED.get(column)
+        if (
+            not self.text_index
+            or fts_column is None
+            or c.op not in ("-contains", "-endswith")
+            or c.value is None
+            or len(c.value) < TRIGRAM
+        ):
+            return condition
+        phrase = '"' + c.value.lower().replace('"', '""') + '"'
+        candidates = (
+            select(row_table.c.cert_id)
+            .join(search_table, search_table.c.rowid == row_table.c.id)
+            .where(literal_column(SEARCH_TABLE).op("MATCH")(f"{fts_column} : {phrase}"))
+        )
+        return and_(Certificate.cert_id.in_(candidates), condition)  # type: ignore[attr-defined]
 
     def null(self, c: Comparison, spec: FieldDef) -> ColumnElement[bool]:
         if c.op != "-eq":
@@ -465,11 +504,13 @@ def compile_query(text: str, now: datetime | None = None) -> ColumnElement[bool]
     return compile_search(text, now)[0]
 
 
-def compile_search(text: str, now: datetime | None = None) -> tuple[ColumnElement[bool], bool]:
+def compile_search(
+    text: str, now: datetime | None = None, text_index: bool = False
+) -> tuple[ColumnElement[bool], bool]:
     """The condition, and whether it needs a row-by-row scan (see ``order_by``)."""
     if not text.strip():
         return true(), False
-    compiler = Compiler(now)
+    compiler = Compiler(now, text_index)
     condition = compiler.compile(parse(text))
     return condition, compiler.scans
 

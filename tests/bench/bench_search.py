@@ -4,7 +4,9 @@ Rows are bulk-loaded into inventory's real schema (every index it declares; trig
 on PostgreSQL). Each query runs through ``InventoryApi.certs_list`` exactly as the RPC does:
 parse, compile to parameterised SQL, fetch a page of 100 with its total, render JSON. The
 baseline is the database's own time for the equivalent hand-written SQL (the same page and
-count) on a raw driver connection. SQLite always; PostgreSQL when one answers.
+count) on a raw driver connection; on SQLite, for substring searches, the hand-written query
+that uses the same trigram index (and, for scale, the plain ``LIKE`` full scan it replaces).
+SQLite always; PostgreSQL when one answers.
 
     CERTBUS_BENCH_SEARCH_ROWS=1000000 python -m tests.bench search
 """
@@ -92,23 +94,48 @@ def generate(n: int, now: datetime) -> list[tuple[Any, ...]]:
     return rows
 
 
-def queries(sample: tuple[Any, ...]) -> list[tuple[str, str, str, list[Any]]]:
-    """(name, search language, hand-written WHERE, its parameters)."""
+FTS = (
+    "cert_id IN (SELECT r.cert_id FROM inventory_search_row r JOIN inventory_search s "
+    "ON s.rowid = r.id WHERE inventory_search MATCH ?)"
+)
+
+
+def queries(sample: tuple[Any, ...]) -> list[dict[str, Any]]:
+    """The search language, the hand-written WHERE with its parameters, and on SQLite (where a
+    trigram index answers substrings) the hand-written WHERE that uses that index."""
     cn, serial = sample[5], sample[1]
     today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     soon = today + timedelta(days=30)
+
+    def q(name: str, text: str, where: str, params: list[Any], **sqlite: Any) -> dict[str, Any]:
+        return {"name": name, "text": text, "where": where, "params": params, **sqlite}
+
     return [
-        ("equality CN", f'CN -eq "{cn}"', "lower(cn) = ?", [cn.lower()]),
-        ("equality serial", f"SerialNumber -eq {serial}", "serial = ?", [serial]),
-        ("prefix CN", 'CN -startswith "grace.tay"', "lower(cn) >= ? AND lower(cn) < ? "
-         "AND lower(cn) LIKE ?", ["grace.tay", "grace.taz", "grace.tay%"]),
-        ("contains CN", 'CN -contains "wilson12"', "lower(cn) LIKE ?", ["%wilson12%"]),
-        ("date range", 'NotAfter -ge "%TODAY%" AND NotAfter -lt "%TODAY+30%"',
-         "not_after >= ? AND not_after < ?", [today, soon]),
-        ("combined", 'CN -contains "alice" AND (NotAfter -lt "%TODAY+30%" OR '
-         'SignatureAlgorithm -eq "sha1WithRSAEncryption")',
-         "lower(cn) LIKE ? AND (not_after < ? OR lower(signature_algorithm) = ?)",
-         ["%alice%", soon, "sha1withrsaencryption"]),
+        q("equality CN", f'CN -eq "{cn}"', "lower(cn) = ?", [cn.lower()]),
+        q("equality serial", f"SerialNumber -eq {serial}", "serial = ?", [serial]),
+        q("prefix CN", 'CN -startswith "grace.tay"', "lower(cn) >= ? AND lower(cn) < ? "
+          "AND lower(cn) LIKE ?", ["grace.tay", "grace.taz", "grace.tay%"]),
+        q("contains CN", 'CN -contains "wilson12"', "lower(cn) LIKE ?", ["%wilson12%"],
+          sqlite_where=f"{FTS} AND lower(cn) LIKE ?",
+          sqlite_params=['cn : "wilson12"', "%wilson12%"]),
+        q("contains DN", 'DN -contains "olivia.evans3"', "lower(subject_dn) LIKE ?",
+          ["%olivia.evans3%"], sqlite_where=f"{FTS} AND lower(subject_dn) LIKE ?",
+          sqlite_params=['subject_dn : "olivia.evans3"', "%olivia.evans3%"]),
+        q("endswith CN", 'CN -endswith "smith17"', "lower(cn) LIKE ?", ["%smith17"],
+          sqlite_where=f"{FTS} AND lower(cn) LIKE ?",
+          sqlite_params=['cn : "smith17"', "%smith17"]),
+        q("contains CN, many matches", 'CN -contains "example"', "lower(cn) LIKE ?",
+          ["%example%"], sqlite_where=f"{FTS} AND lower(cn) LIKE ?",
+          sqlite_params=['cn : "example"', "%example%"]),
+        q("date range", 'NotAfter -ge "%TODAY%" AND NotAfter -lt "%TODAY+30%"',
+          "not_after >= ? AND not_after < ?", [today, soon]),
+        q("combined", 'CN -contains "alice" AND (NotAfter -lt "%TODAY+30%" OR '
+          'SignatureAlgorithm -eq "sha1WithRSAEncryption")',
+          "lower(cn) LIKE ? AND (not_after < ? OR lower(signature_algorithm) = ?)",
+          ["%alice%", soon, "sha1withrsaencryption"],
+          sqlite_where=f"{FTS} AND lower(cn) LIKE ? AND (not_after < ? OR "
+          "lower(signature_algorithm) = ?)",
+          sqlite_params=['cn : "alice"', "%alice%", soon, "sha1withrsaencryption"]),
     ]  # fmt: skip
 
 
@@ -133,10 +160,22 @@ def load_sqlite(path: Path, rows: list[tuple[Any, ...]]) -> float:
     engine = create_engine(f"sqlite:///{path}")
     for index in table.indexes:
         index.create(engine)
-    with engine.begin() as c:
-        c.exec_driver_sql("ANALYZE")
     engine.dispose()
     return time.perf_counter() - start
+
+
+async def index_sqlite(path: Path) -> float:
+    """Build the trigram index over the loaded rows, as inventory does at its first start."""
+    start = time.perf_counter()
+    db = Database(f"sqlite+aiosqlite:///{path}")
+    if not await ensure_search_indexes(db):
+        raise AssertionError("the trigram index could not be built")
+    await db.dispose()
+    seconds = time.perf_counter() - start
+    conn = sqlite3.connect(path)
+    conn.execute("ANALYZE")
+    conn.close()
+    return seconds
 
 
 def _sqlite_row(row: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -245,14 +284,26 @@ def summarise(
 async def run_sqlite(rows: list[tuple[Any, ...]]) -> dict[str, Any]:
     path = Path(tempfile.mkdtemp()) / "search.db"
     load_seconds = load_sqlite(path, rows)
+    index_seconds = await index_sqlite(path)
     url = f"sqlite+aiosqlite:///{path}"
     db = read_view(Database(url), url)
-    out: dict[str, Any] = {"load_seconds": round(load_seconds, 1)}
-    for name, text, where, params in queries(rows[len(rows) // 2]):
-        ours, total = await measure_ours(db, text)
-        base, base_total = measure_sqlite_baseline(path, where, params)
+    out: dict[str, Any] = {
+        "load_seconds": round(load_seconds, 1),
+        "trigram_index_build_seconds": round(index_seconds, 1),
+        "file_mb": round(path.stat().st_size / 2**20),
+    }
+    for spec in queries(rows[len(rows) // 2]):
+        name = spec["name"]
+        ours, total = await measure_ours(db, spec["text"])
+        where, params = spec.get("sqlite_where", spec["where"]), spec.get("sqlite_params")
+        base, base_total = measure_sqlite_baseline(path, where, params or spec["params"])
         out[name] = summarise(name, ours, base, total, base_total)
+        if "sqlite_where" in spec:  # what the same search costs without the index
+            scan, scan_total = measure_sqlite_baseline(path, spec["where"], spec["params"])
+            assert scan_total == total, f"{name}: index found {total}, scan {scan_total}"
+            out[name]["full_scan_median_ms"] = round(statistics.median(scan), 2)
     await db.dispose()
+    path.unlink()
     return out
 
 
@@ -269,9 +320,10 @@ async def run_postgres(rows: list[tuple[Any, ...]]) -> dict[str, Any] | None:
     try:
         out: dict[str, Any] = {"load_seconds": round(await load_postgres(url, rows), 1)}
         db = Database(url, schema="inventory")
-        for qname, text, where, params in queries(rows[len(rows) // 2]):
-            ours, total = await measure_ours(db, text)
-            base, base_total = await measure_pg_baseline(url, where, params)
+        for spec in queries(rows[len(rows) // 2]):
+            qname = spec["name"]
+            ours, total = await measure_ours(db, spec["text"])
+            base, base_total = await measure_pg_baseline(url, spec["where"], spec["params"])
             out[qname] = summarise(qname, ours, base, total, base_total)
         await db.dispose()
         return out
@@ -295,9 +347,10 @@ def main() -> dict[str, Any]:
     for dbname in ("sqlite", "postgres"):
         for qname, f in figures.get(dbname, {}).items():
             if isinstance(f, dict):
+                scan = f.get("full_scan_median_ms")
                 flat[f"{dbname} {qname} median ms (baseline, ratio)"] = (
                     f"{f['median_ms']} ({f['baseline_median_ms']}, x{f['ratio']}) "
-                    f"{f['matches']} matches"
+                    f"{f['matches']} matches" + (f"; full scan {scan}" if scan else "")
                 )
             else:
                 flat[f"{dbname} {qname}"] = f
