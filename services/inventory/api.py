@@ -8,7 +8,7 @@ from sqlalchemy import and_, func
 from sqlmodel import select
 
 from services.inventory import catalog, query
-from services.inventory.indexes import has_sqlite_index
+from services.inventory.indexes import has_sqlite_index, selective
 from services.inventory.reads import Reads
 from services.inventory.tables import Certificate
 from shared.bus import RpcError
@@ -54,23 +54,32 @@ class InventoryApi:
             conditions.append(Certificate.owner == req["owner"])
         if req.get("status"):
             conditions.append(status_filter(str(req["status"])))
-        scans = False
-        if req.get("query"):
+        tree = None
+        if str(req.get("query") or "").strip():
             try:
-                condition, scans = query.compile_search(
-                    str(req["query"]), text_index=await self.text_index()
-                )
+                tree = query.parse(str(req["query"]))
             except query.QueryError as exc:
                 raise RpcError("invalid_query", str(exc), 422) from exc
-            conditions.append(condition)
         limit = max(1, min(int(req.get("limit") or 100), MAX_LIMIT))
         offset = max(0, int(req.get("offset") or 0))
         try:
             query.order_by(req.get("sort"))
         except query.QueryError as exc:
             raise RpcError("invalid_sort", str(exc), 422) from exc
-        where = and_(*conditions) if conditions else None
+        text_index = tree is not None and await self.text_index()
         async with self.db.session() as session:
+            scans = False
+            if tree is not None:
+                indexed: set[str] = set()
+                if text_index:
+                    candidates = query.index_candidates(tree)
+                    indexed = await selective(await session.connection(), candidates)
+                try:
+                    condition, scans = query.compile_search(tree, indexed=indexed)
+                except query.QueryError as exc:
+                    raise RpcError("invalid_query", str(exc), 422) from exc
+                conditions.append(condition)
+            where = and_(*conditions) if conditions else None
             base = select(Certificate)
             counter = select(func.count()).select_from(Certificate)
             if where is not None:

@@ -12,6 +12,7 @@ what was expected there.
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -264,10 +265,11 @@ TRIGRAM = 3
 
 
 class Compiler:
-    def __init__(self, now: datetime | None = None, text_index: bool = False) -> None:
+    def __init__(self, now: datetime | None = None, indexed: Collection[str] = ()) -> None:
         self.now = now or utcnow()
-        self.text_index = text_index
-        """Whether the SQLite trigram index exists (PostgreSQL's indexes need no help)."""
+        self.indexed = indexed
+        """The ``MATCH`` expressions SQLite's trigram index should answer (see
+        :func:`index_candidates`); PostgreSQL's indexes need no help."""
         self.scans = False
         """Whether some condition can only be answered row by row (no index narrows it)."""
 
@@ -322,22 +324,15 @@ class Compiler:
         """On SQLite, let the trigram index pick the candidates for a substring search.
 
         The ``LIKE`` stays: the index narrows, the ``LIKE`` decides, so the answer is exactly a
-        full scan's. The value is a bound parameter of ``MATCH``, quoted as an FTS5 phrase.
+        full scan's. The expression is a bound parameter of ``MATCH``.
         """
-        fts_column = TEXT_INDEXED.get(column)
-        if (
-            not self.text_index
-            or fts_column is None
-            or c.op not in ("-contains", "-endswith")
-            or c.value is None
-            or len(c.value) < TRIGRAM
-        ):
+        expression = match_expression(column, c)
+        if expression is None or expression not in self.indexed:
             return condition
-        phrase = '"' + c.value.lower().replace('"', '""') + '"'
         candidates = (
             select(row_table.c.cert_id)
             .join(search_table, search_table.c.rowid == row_table.c.id)
-            .where(literal_column(SEARCH_TABLE).op("MATCH")(f"{fts_column} : {phrase}"))
+            .where(literal_column(SEARCH_TABLE).op("MATCH")(expression))
         )
         return and_(Certificate.cert_id.in_(candidates), condition)  # type: ignore[attr-defined]
 
@@ -444,6 +439,30 @@ class Compiler:
         return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC), False
 
 
+def match_expression(column: Any, c: Comparison) -> str | None:
+    """The FTS5 query (``cn : "alice"``) for a substring search the trigram index can answer."""
+    fts_column = TEXT_INDEXED.get(column)
+    op = NEGATIVE.get(c.op, c.op)
+    if fts_column is None or op not in ("-contains", "-endswith") or c.value is None:
+        return None
+    if len(c.value) < TRIGRAM:
+        return None
+    return f'{fts_column} : "' + c.value.lower().replace('"', '""') + '"'
+
+
+def index_candidates(node: Node) -> set[str]:
+    """Every ``MATCH`` expression the trigram index could answer for this query."""
+    if isinstance(node, BoolOp):
+        return set().union(*(index_candidates(p) for p in node.parts))
+    if isinstance(node, Not):
+        return index_candidates(node.part)
+    spec = FIELDS.get(_key(node.field))
+    if spec is None or spec.kind != "text":
+        return set()
+    expression = match_expression(spec.column, node)
+    return set() if expression is None else {expression}
+
+
 def _negate(condition: ColumnElement[bool]) -> ColumnElement[bool]:
     """Two-valued NOT: a certificate without a CN is one whose CN is not "alice"."""
     return not_(func.coalesce(condition, false()))
@@ -505,13 +524,16 @@ def compile_query(text: str, now: datetime | None = None) -> ColumnElement[bool]
 
 
 def compile_search(
-    text: str, now: datetime | None = None, text_index: bool = False
+    text: str | Node, now: datetime | None = None, indexed: Collection[str] = ()
 ) -> tuple[ColumnElement[bool], bool]:
-    """The condition, and whether it needs a row-by-row scan (see ``order_by``)."""
-    if not text.strip():
+    """The condition, and whether it needs a row-by-row scan (see ``order_by``).
+
+    ``indexed``: the substring searches SQLite's trigram index should narrow (the API passes
+    the selective ones, see :func:`services.inventory.indexes.selective`)."""
+    if isinstance(text, str) and not text.strip():
         return true(), False
-    compiler = Compiler(now, text_index)
-    condition = compiler.compile(parse(text))
+    compiler = Compiler(now, indexed)
+    condition = compiler.compile(parse(text) if isinstance(text, str) else text)
     return condition, compiler.scans
 
 

@@ -17,7 +17,7 @@ from sqlmodel import select
 
 from services.inventory import query
 from services.inventory.api import InventoryApi
-from services.inventory.indexes import ensure_search_indexes
+from services.inventory.indexes import ensure_search_indexes, selective
 from services.inventory.tables import TABLES, Certificate
 from shared.db import Database
 
@@ -38,7 +38,8 @@ def certificate(i: int, rnd: random.Random) -> Certificate:
 
 
 async def answers(db: Database, text_: str, text_index: bool) -> list[str]:
-    condition, _ = query.compile_search(text_, text_index=text_index)
+    indexed = query.index_candidates(query.parse(text_)) if text_index else set()
+    condition, _ = query.compile_search(text_, indexed=indexed)
     async with db.session() as s:
         rows = await s.exec(select(Certificate.cert_id).where(condition))
         return sorted(rows.all())
@@ -116,7 +117,7 @@ async def test_certificates_already_there_are_indexed_and_every_later_write_keep
 
 async def test_the_planner_answers_contains_from_the_trigram_index(db: Database) -> None:
     await ensure_search_indexes(db)
-    condition, _ = query.compile_search('CN -contains "alice"', text_index=True)
+    condition, _ = query.compile_search('CN -contains "alice"', indexed={'cn : "alice"'})
     statement = select(func.count()).select_from(Certificate).where(condition)
     compiled = statement.compile(db.engine.sync_engine, compile_kwargs={"literal_binds": True})
     async with db.engine.connect() as conn:
@@ -138,4 +139,23 @@ async def test_the_api_finds_the_index_once_it_is_built(db: Database) -> None:
     result = await api.certs_list({"query": 'CN -contains "ZEBR"'})
     assert [item["id"] for item in result["items"]] == ["x1"]
     assert result["total"] == 1
+    await db.dispose()
+
+
+async def test_a_substring_in_much_of_the_catalog_is_scanned_for_and_a_rare_one_is_looked_up(
+    db: Database,
+) -> None:
+    await ensure_search_indexes(db)
+    async with db.transaction() as s:
+        for i in range(3000):
+            s.add(Certificate(cert_id=f"h{i:05d}", serial=str(i), cn=f"host{i}.example.com"))
+        s.add(Certificate(cert_id="rare", serial="r", cn="vault.example.com"))
+    common, rare = 'cn : "example"', 'cn : "vault"'
+    async with db.engine.connect() as conn:
+        assert await selective(conn, {common, rare}) == {rare}
+    api = InventoryApi(db)
+    both = await api.certs_list({"query": 'CN -contains "vault" AND CN -contains "example"'})
+    assert [item["id"] for item in both["items"]] == ["rare"]
+    many = await api.certs_list({"query": 'CN -endswith ".example.com"', "limit": 5})
+    assert many["total"] == 3001 and len(many["items"]) == 5
     await db.dispose()
