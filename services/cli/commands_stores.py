@@ -56,9 +56,14 @@ def inventory(
         output.emit_json(job)
         return
     output.console.print(f"inventory job [bold]{job['job_id']}[/bold]: {job['status']}")
-    for entry in (job.get("result") or {}).get("entries", []):
+    entries = (job.get("result") or {}).get("entries", [])
+    for entry in entries:
         output.console.print(f"  {entry['alias']}  {entry['serial']}  {entry['subject']}  "
                              f"until {entry['not_after']}")
+    total = (job.get("result_truncated") or {}).get("entries")
+    if total:
+        output.console.print(f"  ({len(entries)} of {total} shown; certbus certs search "
+                             f"'Machine -eq \"{job['machine']}\"' lists them all)")
 
 
 @app.command()

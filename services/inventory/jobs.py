@@ -50,7 +50,23 @@ async def record_result(session: AsyncSession, ev: AgentJobCompleted | AgentJobF
     return row
 
 
+# The API shows at most this many items of each list in a result, so that a job's answer fits in
+# one message however large the store; the catalog holds every certificate a report named.
+RESULT_ITEMS_SHOWN = 100
+
+
+def shown_result(result: dict[str, Any] | None) -> tuple[dict[str, Any] | None, dict[str, int]]:
+    """The result as the API shows it, and the full length of each list it shortened."""
+    if not result:
+        return result, {}
+    cut = {
+        k: len(v) for k, v in result.items() if isinstance(v, list) and len(v) > RESULT_ITEMS_SHOWN
+    }
+    return {k: v[:RESULT_ITEMS_SHOWN] if k in cut else v for k, v in result.items()}, cut
+
+
 def to_json(row: Job) -> dict[str, Any]:
+    result, cut = shown_result(row.result)
     return {
         "job_id": row.job_id,
         "machine": row.machine,
@@ -59,7 +75,8 @@ def to_json(row: Job) -> dict[str, Any]:
         "request_id": row.request_id,
         "cert_id": row.cert_id,
         "target": row.target,
-        "result": row.result,
+        "result": result,
+        "result_truncated": cut or None,
         "error": row.error,
         "error_code": row.error_code,
         "created_at": iso(row.created_at),
