@@ -12,7 +12,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, ClassVar, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from shared import subjects
 from shared.clock import utcnow
@@ -353,11 +353,26 @@ class AgentJob(Event):
 
 
 class AgentJobCompleted(Event):
+    """An agent finished a job. A result too large for one message comes as ``parts`` events
+    (``part`` 1 to ``parts``), each with a share of the result's lists and the SHA-256 of the
+    whole result (see ``shared.job_results``); the job is complete once all of them arrived."""
+
     subject: ClassVar[str] = subjects.AGENT_JOB_COMPLETED
     job_id: str
     machine: str
     kind: JobKind
     result: dict[str, Any] = Field(default_factory=dict)
+    part: int = Field(default=1, ge=1)
+    parts: int = Field(default=1, ge=1)
+    result_sha256: str | None = None
+
+    @model_validator(mode="after")
+    def _part_of_parts(self) -> AgentJobCompleted:
+        if self.part > self.parts:
+            raise ValueError(f"part {self.part} of {self.parts} does not exist")
+        if self.parts > 1 and not self.result_sha256:
+            raise ValueError("a result in parts names the SHA-256 of the whole result")
+        return self
 
 
 class AgentJobFailed(Event):
@@ -424,7 +439,9 @@ CATALOG: dict[str, type[Event]] = {
 }
 
 HR_EVENTS: dict[str, type[Event]] = {
-    s: m for s, m in CATALOG.items() if s.startswith(("user.", "device.", "key.")) and s != subjects.USER_OFFBOARDING_COMPLETED
+    s: m
+    for s, m in CATALOG.items()
+    if s.startswith(("user.", "device.", "key.")) and s != subjects.USER_OFFBOARDING_COMPLETED
 }
 
 

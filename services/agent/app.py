@@ -61,6 +61,7 @@ def build(settings: AgentSettings | None = None) -> ServiceRuntime:
     worker = Worker(
         settings.machine, settings.root, after_install=hook,
         store_password=settings.store_password, server_enroll=server_enroll,
+        max_payload=lambda: rt.broker.connection.max_payload,
     )  # fmt: skip
 
     async def handle(jobs: list[AgentJob]) -> None:

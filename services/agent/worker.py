@@ -1,6 +1,7 @@
 """What the agent does with each job; returns the events to publish (no messaging here).
 
-Every event id is derived from the job id, so a redelivered job publishes nothing new.
+Every event id is derived from the job id, so a redelivered job publishes nothing new. A result
+too large for one message is reported in parts, each well under the bus's limit.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import logging
 import secrets
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
@@ -20,7 +21,7 @@ from services.agent import keys
 from services.agent.discovery import discover
 from services.agent.errors import JobError
 from services.agent.stores import Store, describe, open_store
-from shared import pki
+from shared import job_results, pki
 from shared.events import (
     AgentJob,
     AgentJobCompleted,
@@ -36,9 +37,13 @@ from shared.events import (
 
 log = logging.getLogger("certbus.agent")
 
+E = TypeVar("E", bound=Event)
+
 Hook = Callable[[AgentJob, Path], None]
 # Asks the issuer to make the key and certificate (``enroll.pfx``); raises JobError on refusal.
 ServerEnroll = Callable[[dict[str, Any]], dict[str, Any]]
+# The largest message the bus takes now (the connection's ``max_payload``).
+PayloadLimit = Callable[[], int]
 
 SERVER_KEYS = "server"
 
@@ -51,12 +56,14 @@ class Worker:
         after_install: Hook | None = None,
         store_password: str = "changeit",
         server_enroll: ServerEnroll | None = None,
+        max_payload: PayloadLimit = lambda: job_results.DEFAULT_MAX_PAYLOAD,
     ) -> None:
         self.machine = machine
         self.root = root
         self.after_install = after_install
         self.store_password = store_password
         self.server_enroll = server_enroll
+        self.max_payload = max_payload
 
     def store(self, target: StoreTarget) -> Store:
         return open_store(self.root, target, self.store_password)
@@ -85,9 +92,22 @@ class Worker:
             return [
                 self._event(job, AgentJobFailed, kind=job.kind, error=str(exc), code="io_error")
             ]
-        return [*events, self._event(job, AgentJobCompleted, kind=job.kind, result=result)]
+        return [*events, *self._completed(job, result)]
 
-    def _event(self, job: AgentJob, cls: type[Event], **fields: Any) -> Event:
+    def _completed(self, job: AgentJob, result: dict[str, Any]) -> list[Event]:
+        """The job's result: in parts when one message cannot carry it."""
+        completed = self._event(job, AgentJobCompleted, kind=job.kind, result=result)
+        try:
+            return list(job_results.split(completed, job_results.part_budget(self.max_payload())))
+        except job_results.ResultTooLarge as exc:
+            log.warning("job %s (%s) cannot be reported: %s", job.job_id, job.kind.value, exc)
+            return [
+                self._event(
+                    job, AgentJobFailed, kind=job.kind, error=str(exc), code="result_too_large"
+                )
+            ]
+
+    def _event(self, job: AgentJob, cls: type[E], **fields: Any) -> E:
         if "machine" in cls.model_fields:
             fields.setdefault("machine", self.machine)
         return job.caused(
@@ -154,8 +174,12 @@ class Worker:
             job, CertInstalled, cert_id=answer.get("cert_id") or serial, serial=serial,
             thumbprint_sha256=answer.get("thumbprint_sha256") or "", target=target,
         )  # fmt: skip
-        return [installed], {"serial": serial, "key_generation": SERVER_KEYS,
-                             "already_installed": already, "path": str(store.path)}
+        return [installed], {
+            "serial": serial,
+            "key_generation": SERVER_KEYS,
+            "already_installed": already,
+            "path": str(store.path),
+        }
 
     def add(self, job: AgentJob) -> tuple[list[Event], dict[str, Any]]:
         """Install the certificate with the key that waits for it."""

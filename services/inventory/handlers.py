@@ -153,10 +153,11 @@ class Handlers:
     async def job_result(
         self, session: AsyncSession, ev: AgentJobCompleted | AgentJobFailed
     ) -> list[Event]:
-        """Record what an agent reports about a job; inventories reveal drift."""
-        await jobs.record_result(session, ev)
-        if isinstance(ev, AgentJobCompleted) and await self._trusted(session, ev.machine):
-            return await drift.job_completed(session, self.policy, ev)
+        """Record what an agent reports about a job (a large result comes in parts); a
+        completed inventory reveals drift, once every part of it is in."""
+        completed = await jobs.record_result(session, ev)
+        if completed is not None and await self._trusted(session, completed.machine):
+            return await drift.job_completed(session, self.policy, completed)
         return []
 
     async def _trusted(self, session: AsyncSession, machine: str) -> bool:

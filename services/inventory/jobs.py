@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import delete
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.inventory import prefetch
-from services.inventory.tables import Job
+from services.inventory.tables import Job, JobPart
 from services.inventory.timeutil import as_utc, iso
+from shared import job_results
 from shared.clock import utcnow
 from shared.events import AgentJob, AgentJobCompleted, AgentJobFailed, Event, JobKind, StoreTarget
 
@@ -35,19 +38,55 @@ async def send(
     return job
 
 
-async def record_result(session: AsyncSession, ev: AgentJobCompleted | AgentJobFailed) -> Job:
-    row = await session.get(Job, ev.job_id)
+async def record_result(
+    session: AsyncSession, ev: AgentJobCompleted | AgentJobFailed
+) -> AgentJobCompleted | None:
+    """Record what an agent answered about a job. Returns the whole report the one time the job
+    becomes completed (a result in parts: when the last of its parts is in, in whatever order
+    they came), so what follows from it happens once; ``None`` otherwise."""
+    row = await session.get(Job, ev.job_id, with_for_update=True)
     if row is None:
         row = Job(job_id=ev.job_id, machine=ev.machine, kind=ev.kind.value)
         session.add(row)
-    if row.status != "sent" and (as_utc(row.updated_at) or ev.occurred_at) > ev.occurred_at:
-        return row
-    if isinstance(ev, AgentJobCompleted):
-        row.status, row.result, row.error, row.error_code = "completed", ev.result, None, None
-    else:
-        row.status, row.error, row.error_code = "failed", ev.error, ev.code
-    row.updated_at = utcnow()
-    return row
+    answered_at = as_utc(row.updated_at) or ev.occurred_at
+    superseded = row.status != "sent" and answered_at > ev.occurred_at
+    if isinstance(ev, AgentJobFailed):
+        if not superseded:
+            row.status, row.error, row.error_code = "failed", ev.error, ev.code
+            row.updated_at = utcnow()
+        return None
+    if row.status == "completed" or superseded:
+        return None
+    whole = ev if ev.parts == 1 else await _assembled(session, ev)
+    if whole is not None:
+        row.status, row.result, row.error, row.error_code = "completed", whole.result, None, None
+        row.updated_at = utcnow()
+    return whole
+
+
+async def _assembled(session: AsyncSession, ev: AgentJobCompleted) -> AgentJobCompleted | None:
+    """Keep this part; once every part of its result is kept, the report they make together."""
+    digest = ev.result_sha256 or ""
+    if await session.get(JobPart, (ev.job_id, digest, ev.parts, ev.part)) is None:
+        session.add(
+            JobPart(
+                job_id=ev.job_id, result_sha256=digest, parts=ev.parts, part=ev.part,
+                result=ev.result,
+            )
+        )  # fmt: skip
+    kept = (
+        await session.exec(
+            select(JobPart)
+            .where(JobPart.job_id == ev.job_id, JobPart.result_sha256 == digest,
+                   JobPart.parts == ev.parts)
+            .order_by(JobPart.part)  # type: ignore[arg-type]
+        )
+    ).all()  # fmt: skip
+    if len(kept) < ev.parts:
+        return None
+    whole = ev.model_copy(update={"result": job_results.merge([p.result for p in kept])})
+    await session.exec(delete(JobPart).where(col(JobPart.job_id) == ev.job_id))  # type: ignore[call-overload]
+    return whole
 
 
 # The API shows at most this many items of each list in a result, so that a job's answer fits in

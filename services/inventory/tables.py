@@ -189,6 +189,19 @@ class Job(SQLModel, table=True):
     updated_at: datetime = _now()
 
 
+class JobPart(SQLModel, table=True):
+    """One part of a job result that came in parts, kept until all of that result is in."""
+
+    __tablename__ = "inventory_job_part"
+
+    job_id: str = Field(primary_key=True)
+    result_sha256: str = Field(primary_key=True)
+    parts: int = Field(primary_key=True)
+    part: int = Field(primary_key=True)
+    result: dict[str, Any] = _json(dict)
+    received_at: datetime = _now()
+
+
 class Offboarding(SQLModel, table=True):
     __tablename__ = "inventory_offboarding"
 
@@ -263,6 +276,7 @@ TABLES = [
     CertificateEvent.__table__,
     ProvisioningRequest.__table__,
     Job.__table__,
+    JobPart.__table__,
     Offboarding.__table__,
     Agent.__table__,
     Store.__table__,

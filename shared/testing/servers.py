@@ -32,6 +32,8 @@ class NatsServer:
     host: str = "127.0.0.1"
     extra_args: list[str] = field(default_factory=list)
     log_file: Path | None = None
+    # The largest message the server takes (its default is 1 MiB); only a config file sets it.
+    max_payload: int | None = None
     process: subprocess.Popen[bytes] | None = None
     url: str = ""
 
@@ -47,6 +49,10 @@ class NatsServer:
             "--ports_file_dir", str(ports_dir),
             *self.extra_args,
         ]  # fmt: skip
+        if self.max_payload is not None:
+            config = ports_dir / "nats-server.conf"
+            config.write_text(f"max_payload: {int(self.max_payload)}\n")
+            args += ["-c", str(config)]
         out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
         self.process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout

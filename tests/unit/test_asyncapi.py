@@ -72,3 +72,11 @@ def test_make_docs_writes_a_json_and_a_yaml_document_per_service(tmp_path) -> No
     assert subjects.CERT_REQUESTED in _addresses(inventory, ":publish")
     assert json.loads((tmp_path / "agent.json").read_text())["info"]["title"] == "certbus agent"
     assert set(asyncapi.DOCUMENTED) >= {"issuer", "revocation", "inventory", "metadata", "notifier"}
+
+
+def test_the_agent_document_says_a_large_job_result_comes_in_parts() -> None:
+    doc = asyncapi.document("agent")
+    assert subjects.AGENT_JOB_COMPLETED in _addresses(doc, ":publish")
+    completed = _resolve(doc, "#/components/schemas/AgentJobCompleted")
+    assert {"part", "parts", "result_sha256"} <= set(completed["properties"])
+    assert "parts" in completed["description"]
