@@ -4,6 +4,8 @@ Every event goes to JetStream with its ``event_id`` as ``Nats-Msg-Id`` and the p
 for the stream's acknowledgement. Consumers are durable pull consumers, one per
 (service, subject), taking messages in batches; each message is acknowledged only after its
 handler's transaction committed, so a crash loses nothing and redelivery finds the work done.
+The delivery limit is enforced here, not by the server: a message whose deliveries all ended
+without an acknowledgement (the worker crashed or hung) is dead-lettered, never dropped.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -18,7 +21,9 @@ from typing import Any, TypeVar
 import nats
 from faststream import AckPolicy, Context
 from faststream.nats import ConsumerConfig, JStream, NatsBroker, NatsRouter, PullSub
+from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.errors import NotJSMessageError
 from nats.js.api import StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 from pydantic import ValidationError
@@ -83,25 +88,53 @@ class EventPublisher:
         self._timeout = timeout
 
     async def publish(self, event: Event) -> None:
-        await self.publish_raw(event.subject_name(), event.event_id, event.model_dump_json().encode())
+        await self.publish_raw(
+            event.subject_name(), event.event_id, event.model_dump_json().encode()
+        )
+
+    @property
+    def connection(self) -> Client:
+        """The broker's own nats-py connection."""
+        return self._broker.connection
 
     async def publish_raw(
         self, subject: str, event_id: str, payload: bytes, headers: dict[str, str] | None = None
     ) -> None:
         # nats-py's JetStream publish on the broker's own connection: the same acknowledged,
         # deduplicated publish as the broker's, without its per-message middleware cost.
-        js = self._broker.connection.jetstream()
+        js = self.connection.jetstream()
         await js.publish(
             subject,
             payload,
             timeout=self._timeout,
             stream=subjects.stream_for(subject),
-            headers={"Nats-Msg-Id": event_id, "content-type": "application/json", **(headers or {})},
+            headers={
+                "Nats-Msg-Id": event_id,
+                "content-type": "application/json",
+                **(headers or {}),
+            },
         )
+
+
+MAX_ACK_PENDING = 20000
+RECONCILE_RETRY_SECONDS = 30.0
 
 
 def _backoff(delivered: int) -> float:
     return min(30.0, 0.5 * 2 ** max(0, delivered - 1))
+
+
+def _metadata(m: Msg) -> Msg.Metadata | None:
+    """JetStream's delivery data; None for a message of FastStream's in-memory test broker."""
+    try:
+        return m.metadata
+    except NotJSMessageError:
+        return None
+
+
+def _delivered(m: Msg) -> int:
+    meta = _metadata(m)
+    return meta.num_delivered if meta else 1
 
 
 def durable_consumer(
@@ -127,12 +160,59 @@ def durable_consumer(
     If it raises, each message of the batch is retried on its own; one that keeps failing is
     parked on ``deadletter.<subject>`` with the reason after ``max_deliver`` attempts. A message
     that is not a valid event goes to ``on_invalid`` (or the dead-letter subject) and is acked.
+
+    The server redelivers without limit and the limit is counted here: a message delivered
+    more than ``max_deliver`` times, its earlier deliveries having ended without an outcome
+    (the worker crashed or hung past ``ack_wait``), is parked without running the handler. A
+    redelivered message runs on its own, after the fresh ones, so that one which kills the
+    worker takes as few others down with it as possible.
     """
     durable = subjects.durable_name(service, subject)
+    stream = subjects.stream_for(subject)
     event_model = model or model_for(subject)
+    # What the server must hold for this consumer. A durable made by an earlier version (with a
+    # server-side max_deliver, which drops a message whose last delivery crashed) is updated.
+    server_config = {"max_deliver": -1, "ack_wait": ack_wait, "max_ack_pending": MAX_ACK_PENDING}
+    next_reconcile: float | None = 0.0
+
+    async def _reconcile() -> None:
+        """Bring an existing durable to ``server_config`` before this process handles anything.
+
+        Subscribing to a durable that exists only binds to it, whatever its config; a create
+        with the same name updates these fields in place (nats-server 2.10+). It runs before the
+        first batch's handler, so a message on its last delivery under the old limit is covered.
+        """
+        nonlocal next_reconcile
+        if next_reconcile is None or time.monotonic() < next_reconcile:
+            return
+        try:
+            js = publisher().connection.jetstream()
+            current = (await js.consumer_info(stream, durable)).config
+            if (
+                current.max_deliver != -1
+                or abs((current.ack_wait or 0.0) - ack_wait) > 1e-3
+                or current.max_ack_pending != MAX_ACK_PENDING
+            ):
+                await js.add_consumer(stream, current.evolve(**server_config))
+                log.warning(
+                    "%s: consumer updated from max_deliver=%s ack_wait=%s to unlimited server "
+                    "redelivery (limit %s counted by the consumer) ack_wait=%s",
+                    durable, current.max_deliver, current.ack_wait, max_deliver, ack_wait,
+                )  # fmt: skip
+            next_reconcile = None
+        except Exception as exc:  # noqa: BLE001 - handle the batch anyway and try again later
+            next_reconcile = time.monotonic() + RECONCILE_RETRY_SECONDS
+            log.error(
+                "%s: cannot update the consumer's config (%s: %s); until it is, a message whose "
+                "last delivery crashes is dropped by the server; retrying in %.0fs",
+                durable, type(exc).__name__, exc, RECONCILE_RETRY_SECONDS,
+            )  # fmt: skip
 
     async def _dead_letter(m: Msg, reason: str) -> None:
-        original = (m.headers or {}).get("Nats-Msg-Id") or str(uuid.uuid4())
+        meta = _metadata(m)
+        original = (m.headers or {}).get("Nats-Msg-Id") or (
+            f"seq-{meta.sequence.stream}" if meta else str(uuid.uuid4())
+        )
         await publisher().publish_raw(
             subjects.dead_letter(m.subject),
             f"dlq-{durable}-{original}",
@@ -142,34 +222,75 @@ def durable_consumer(
         log.error("dead-lettered %s message after %s: %s", m.subject, durable, reason)
 
     async def _one(m: Msg, ev: Event) -> None:
+        """Handle one message alone; its ack is confirmed before the caller runs the next."""
         try:
             await handler([ev])
-            await m.ack()
         except Exception as exc:  # noqa: BLE001 - any failure is retried, then parked
-            delivered = m.metadata.num_delivered if m.metadata else 1
+            delivered = _delivered(m)
             if delivered >= max_deliver:
                 await _dead_letter(m, f"{type(exc).__name__}: {exc}")
                 await m.term()
             else:
                 log.warning("%s failed (attempt %s): %s", durable, delivered, exc)
                 await m.nak(delay=_backoff(delivered))
+            return
+        try:
+            await m.ack_sync(timeout=5.0)
+        except Exception as exc:  # noqa: BLE001 - handled; a redelivery finds the work done
+            log.warning("%s: ack not confirmed (%s); the message may come again", durable, exc)
+
+    async def _one_by_one(items: list[tuple[Msg, Event]]) -> None:
+        for m, ev in items:
+            token = logs.correlation_id.set(ev.correlation_id)
+            try:
+                await _one(m, ev)
+            finally:
+                logs.correlation_id.reset(token)
+
+    async def _batch(items: list[tuple[Msg, Event]]) -> None:
+        token = logs.correlation_id.set(items[0][1].correlation_id)
+        try:
+            await handler([ev for _, ev in items])
+        except Exception as exc:  # noqa: BLE001
+            log.warning(
+                "%s: batch of %d failed (%s); retrying one by one", durable, len(items), exc
+            )
+            await _one_by_one(items)
+            return
+        finally:
+            logs.correlation_id.reset(token)
+        for m, _ in items:
+            await m.ack()
 
     @router.subscriber(
         subject,
-        stream=JStream(subjects.stream_for(subject), declare=False),
+        stream=JStream(stream, declare=False),
         durable=durable,
         pull_sub=PullSub(batch_size=batch_size, timeout=max_wait, batch=True),
-        config=ConsumerConfig(
-            durable_name=durable, max_deliver=max_deliver, ack_wait=ack_wait, max_ack_pending=20000
-        ),
+        config=ConsumerConfig(durable_name=durable, **server_config),
         ack_policy=AckPolicy.MANUAL,
         title=f"{service}:{subject}",
         description=(handler.__doc__ or "").strip() or None,
     )
     async def _consume(body: Any, message: Any = Context("message")) -> None:  # noqa: ARG001
         raw: list[Msg] = message.raw_message
-        good: list[tuple[Msg, Event]] = []
+        if raw and _metadata(raw[0]):
+            await _reconcile()
+        fresh: list[tuple[Msg, Event]] = []
+        redelivered: list[tuple[Msg, Event]] = []
         for m in raw:
+            delivered = _delivered(m)
+            if delivered > max_deliver:
+                # An exception on the last delivery parks the message then and there, so this
+                # one's last delivery ended without an outcome: running it again may only
+                # crash the worker again.
+                await _dead_letter(
+                    m,
+                    f"not acknowledged after {delivered - 1} deliveries "
+                    "(the worker crashed or timed out handling it)",
+                )
+                await m.term()
+                continue
             try:
                 ev = event_model.model_validate_json(m.data)
             except ValidationError as exc:
@@ -179,27 +300,29 @@ def durable_consumer(
                         raise LookupError("no handler for invalid events")
                     await on_invalid(m.data, m.subject, reason)
                 except Exception as handler_exc:  # noqa: BLE001 - park it rather than lose it
-                    detail = "" if isinstance(handler_exc, LookupError) else (
-                        f" (its handler failed: {type(handler_exc).__name__}: {handler_exc})")
+                    detail = (
+                        ""
+                        if isinstance(handler_exc, LookupError)
+                        else f" (its handler failed: {type(handler_exc).__name__}: {handler_exc})"
+                    )
                     await _dead_letter(m, f"invalid event: {reason}{detail}")
                 await m.term()
                 continue
-            good.append((m, ev))
-        if not good:
-            return
-        token = logs.correlation_id.set(good[0][1].correlation_id)
-        try:
-            await handler([ev for _, ev in good])
-        except Exception as exc:  # noqa: BLE001
-            log.warning("%s: batch of %d failed (%s); retrying one by one", durable, len(good), exc)
-            for m, ev in good:
-                logs.correlation_id.set(ev.correlation_id)
-                await _one(m, ev)
-            return
-        finally:
-            logs.correlation_id.reset(token)
-        for m, _ in good:
-            await m.ack()
+            (redelivered if delivered > 1 else fresh).append((m, ev))
+        if fresh:
+            await _batch(fresh)
+            if redelivered:
+                # The fresh messages' acks reach the server before a suspect message runs.
+                try:
+                    await publisher().connection.flush(timeout=5)
+                except Exception as exc:  # noqa: BLE001 - they would only come again
+                    log.warning("%s: acks not flushed (%s)", durable, exc)
+        if redelivered:
+            # An earlier delivery of each failed, crashed or hung. One at a time, each ack
+            # confirmed before the next, a message that kills the worker takes down only those
+            # behind it; the order rotates with the delivery count so that they change.
+            start = max(_delivered(m) for m, _ in redelivered) % len(redelivered)
+            await _one_by_one(redelivered[start:] + redelivered[:start])
 
 
 def _validation_summary(exc: ValidationError) -> str:
@@ -245,11 +368,18 @@ def rpc_endpoint(
         try:
             return {"ok": True, "result": await fn(request)}
         except RpcError as exc:
-            return {"ok": False, "error": {"code": exc.code, "message": exc.message, "status": exc.status}}
+            return {
+                "ok": False,
+                "error": {"code": exc.code, "message": exc.message, "status": exc.status},
+            }
         except ValidationError as exc:
             return {
                 "ok": False,
-                "error": {"code": "invalid_request", "message": _validation_summary(exc), "status": 422},
+                "error": {
+                    "code": "invalid_request",
+                    "message": _validation_summary(exc),
+                    "status": 422,
+                },
             }
         except Exception as exc:  # noqa: BLE001 - the caller gets a reason instead of a time-out
             log.exception("rpc %s.%s failed", service, operation)
@@ -257,13 +387,21 @@ def rpc_endpoint(
 
 
 async def rpc_call(
-    broker: NatsBroker, service: str, operation: str, payload: dict[str, Any], timeout: float = 5.0
+    broker: NatsBroker,
+    service: str,
+    operation: str,
+    payload: dict[str, Any],
+    timeout: float = 5.0,  # noqa: ASYNC109 - a per-request timeout, passed on to nats-py
 ) -> Any:
     """Call a service synchronously; raises ``RpcError`` with the service's code and message."""
     try:
-        reply = await broker.request(json.dumps(payload, default=str), subjects.rpc(service, operation), timeout=timeout)
+        reply = await broker.request(
+            json.dumps(payload, default=str), subjects.rpc(service, operation), timeout=timeout
+        )
     except TimeoutError as exc:
-        raise RpcError("unavailable", f"{service} did not answer {operation} in {timeout}s", 503) from exc
+        raise RpcError(
+            "unavailable", f"{service} did not answer {operation} in {timeout}s", 503
+        ) from exc
     except Exception as exc:  # noqa: BLE001 - no responders and friends
         raise RpcError("unavailable", f"{service} is not reachable: {exc}", 503) from exc
     data = json.loads(reply.body)
