@@ -120,13 +120,34 @@ class DeviceDecommissioned(DeviceAssigned):
 
 
 class StoreTarget(BaseModel):
-    """Where on a machine a certificate lives: a store of a type at a path, under an alias."""
+    """Where on a machine a certificate lives: a store of a type at a path, under an alias.
+
+    A PEM directory names an entry's files ``<alias>.crt``, ``<alias>.key`` and
+    ``<alias>.chain.pem`` unless the target says otherwise: ``cert_file``, ``key_file`` and
+    ``chain_file`` name them outright (plain file names, see ``check_file_name``), or
+    ``cert_suffix``, ``key_suffix`` and ``chain_suffix`` replace the suffixes."""
 
     model_config = ConfigDict(extra="allow")
     machine: str
     store_type: Literal["pem", "pkcs12", "jks"] = "pem"
     store_path: str
     alias: str
+
+
+PEM_FILE_FIELDS = ("cert_file", "key_file", "chain_file")
+
+
+def check_file_name(name: str) -> str:
+    """``name`` when it names a file directly inside a store's directory; else ValueError."""
+    if not name or name in (".", "..") or "\x00" in name:
+        raise ValueError(f"{name!r} is not a file name")
+    if "/" in name or "\\" in name:
+        raise ValueError(f"{name!r} is a path, not a file name (the directory is the store path)")
+    if name.startswith("."):
+        raise ValueError(f"{name!r} would be a hidden file")
+    if len(name.encode()) > 255:
+        raise ValueError(f"{name[:40]!r}... is longer than a file name may be (255 bytes)")
+    return name
 
 
 class CertRequested(Event):

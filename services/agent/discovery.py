@@ -8,7 +8,7 @@ from typing import Any
 
 from services.agent.errors import JobError
 from services.agent.keystores import JavaKeyStore, Pkcs12File
-from services.agent.stores import PemDirectory, load_pems
+from services.agent.pemdir import PemDirectory, load_pems
 
 PEM_SUFFIXES = (".crt", ".pem", ".cer")
 PKCS12_SUFFIXES = (".p12", ".pfx")

@@ -18,8 +18,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from services.agent.app import build as build_agent
+from services.agent.pemdir import PemDirectory
 from services.agent.settings import AgentSettings
-from services.agent.stores import PemDirectory, describe
+from services.agent.stores import describe
 from services.inventory.app import build as build_inventory
 from services.inventory.settings import InventorySettings
 from shared import job_results, pki, subjects

@@ -150,3 +150,71 @@ def test_discovery_finds_pem_directories_and_key_stores(tmp_path: Path) -> None:
         ("jks", "opt/java/trust.jks"),
     }
     assert all(s["entries"] == 1 and s["readable"] and s["manageable"] for s in stores.values())
+
+
+NAMED = StoreTarget(
+    machine="m1", store_path="etc/nginx/tls", alias="web",
+    cert_file="server.pem", key_file="server-key.pem", chain_file="ca.crt",
+)  # fmt: skip
+
+
+def test_a_pem_target_that_names_its_files_gets_them_and_later_jobs_find_them(
+    tmp_path: Path,
+) -> None:
+    worker, ca = Worker("m1", tmp_path), TestCA()
+    cert = install(worker, ca, NAMED, "named-1")
+    store = tmp_path / "etc" / "nginx" / "tls"
+    assert sorted(p.name for p in store.iterdir()) == ["ca.crt", "server-key.pem", "server.pem"]
+    assert cert_and_key_match(store / "server.pem", store / "server-key.pem")
+    assert stat.S_IMODE((store / "server-key.pem").stat().st_mode) == 0o600
+    assert x509.load_pem_x509_certificate((store / "ca.crt").read_bytes()) == ca.certificate
+
+    # Inventory and removal name only the store and the alias, as inventory's jobs do.
+    whole_store = NAMED.model_copy(update={"alias": "-"})
+    plain = StoreTarget(machine="m1", store_path="etc/nginx/tls", alias="web")
+    (report,) = worker.run(job(JobKind.INVENTORY, whole_store))
+    entries = report.result["entries"]  # type: ignore[attr-defined]
+    assert [(e["alias"], e["serial"]) for e in entries] == [
+        ("web", pki.render_serial(cert.serial_number))
+    ]  # the chain file "ca.crt" is no entry
+    removed, _ = worker.run(
+        job(JobKind.REMOVE, plain, serial=pki.render_serial(cert.serial_number))
+    )
+    assert removed.found is True  # type: ignore[attr-defined]
+    assert list(store.iterdir()) == []
+
+
+def test_an_alias_installed_again_under_other_names_leaves_no_old_copy(tmp_path: Path) -> None:
+    worker, ca = Worker("m1", tmp_path), TestCA()
+    install(worker, ca, NAMED, "named-2")
+    renamed = NAMED.model_copy(update={"cert_file": "tls.crt", "key_file": "tls.key",
+                                       "chain_file": "tls-chain.pem"})  # fmt: skip
+    install(worker, ca, renamed, "named-3")
+    store = tmp_path / "etc" / "nginx" / "tls"
+    assert sorted(p.name for p in store.iterdir()) == ["tls-chain.pem", "tls.crt", "tls.key"]
+
+
+@pytest.mark.parametrize(
+    "names, complaint",
+    [
+        ({"cert_file": "../outside.crt"}, "path"),
+        ({"key_file": "sub/dir.key"}, "path"),
+        ({"chain_file": ".."}, "not a file name"),
+        ({"cert_file": ".hidden"}, "hidden"),
+        ({"cert_file": "same.pem", "key_file": "same.pem"}, "must differ"),
+    ],
+)
+def test_a_target_naming_files_outside_its_directory_fails_the_install(
+    tmp_path: Path, names: dict[str, str], complaint: str
+) -> None:
+    worker, ca = Worker("m1", tmp_path), TestCA()
+    target = StoreTarget(machine="m1", store_path="tls", alias="web", **names)
+    requested, _ = worker.run(job(JobKind.REENROLL, target, request_id="bad", template="t",
+                                  subject_dn="CN=bad"))  # fmt: skip
+    cert = ca.sign(x509.load_pem_x509_csr(requested.csr_pem.encode()))  # type: ignore[attr-defined]
+    (failed,) = worker.run(
+        job(JobKind.ADD, target, request_id="bad", certificate_pem=pki.pem(cert))
+    )
+    assert failed.subject == "agent.job.failed"
+    assert failed.code == "invalid_file_name" and complaint in failed.error  # type: ignore[attr-defined]
+    assert not (tmp_path / "outside.crt").exists() and not (tmp_path / "tls").exists()
