@@ -213,8 +213,9 @@ async def _request(session: AsyncSession, user: str, p: Provision, cause: Event)
             if await session.get(ProvisioningRequest, request_id) is not None:
                 return None
     target = StoreTarget(
-        machine=p.device, store_type=p.store_type, store_path=p.store_path, alias=p.alias
-    )
+        machine=p.device, store_type=p.store_type, store_path=p.store_path, alias=p.alias,
+        **p.file_names(),
+    )  # fmt: skip
     opened.add(request_id)
     session.add(
         ProvisioningRequest(

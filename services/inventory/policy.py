@@ -9,7 +9,19 @@ from typing import Any
 
 import yaml
 
-FIELDS = ("store_type", "store_path", "alias", "subject", "sans", "key_type", "key")
+from shared.events import check_file_name
+
+FIELDS = (
+    "store_type", "store_path", "alias", "subject", "sans", "key_type", "key",
+    "cert_file", "key_file", "chain_file",
+)  # fmt: skip
+# The names of a PEM directory's files: placeholders as elsewhere, plus {alias}.
+PEM_FILES = {
+    "cert_file": "{alias}.crt",
+    "key_file": "{alias}.key",
+    "chain_file": "{alias}.chain.pem",
+}
+PLACEHOLDERS = frozenset({"user", "email", "department", "device", "template", "alias"})
 
 BUILTIN_DEFAULTS: dict[str, Any] = {
     "store_type": "pem",
@@ -19,6 +31,7 @@ BUILTIN_DEFAULTS: dict[str, Any] = {
     "sans": ["email:{email}"],
     "key_type": "ec-p256",
     "key": "device",
+    **PEM_FILES,
 }
 
 
@@ -48,6 +61,19 @@ class Provision:
     key_type: str
     key: str
     rule: str
+    cert_file: str = ""
+    key_file: str = ""
+    chain_file: str = ""
+
+    def file_names(self) -> dict[str, str]:
+        """The PEM file names a store target must carry: none when they are the usual ones."""
+        names = {
+            "cert_file": self.cert_file,
+            "key_file": self.key_file,
+            "chain_file": self.chain_file,
+        }
+        usual = {f: t.format(alias=self.alias) for f, t in PEM_FILES.items()}
+        return {} if self.store_type != "pem" or names == usual else names
 
 
 @dataclass(frozen=True)
@@ -93,17 +119,22 @@ class Policy:
             "template": spec["template"],
         }
         sans = tuple(s for s in (_fill(v, values) for v in spec.get("sans") or []) if s)
+        values["alias"] = _fill(spec["alias"], values) or spec["template"]
+        files = {f: _fill(spec[f], values) or _fill(t, values) or "" for f, t in PEM_FILES.items()}
         return Provision(
             template=spec["template"],
             device=device,
             store_type=spec["store_type"],
             store_path=_fill(spec["store_path"], values) or "",
-            alias=_fill(spec["alias"], values) or spec["template"],
+            alias=values["alias"],
             subject_dn=_fill(spec["subject"], values) or f"CN={person.user}",
             sans=sans,
             key_type=spec["key_type"],
             key=spec["key"],
             rule=rule.name,
+            cert_file=files["cert_file"],
+            key_file=files["key_file"],
+            chain_file=files["chain_file"],
         )
 
 
@@ -121,8 +152,38 @@ def _names(value: Any) -> frozenset[str] | None:
     return frozenset([value] if isinstance(value, str) else value)
 
 
+def _check_file_names(where: str, spec: dict[str, Any]) -> None:
+    """Refuse PEM file names that are not plain names in the store directory, or that clash."""
+    samples = []
+    for field_name in PEM_FILES:
+        template = spec[field_name]
+        if not isinstance(template, str):
+            raise PolicyError(f"{where}: {field_name} must be a file name, got {template!r}")
+        try:
+            names = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+        except ValueError as exc:
+            raise PolicyError(f"{where}: {field_name} {template!r}: {exc}") from exc
+        unknown = sorted(set(names) - PLACEHOLDERS)
+        if unknown:
+            raise PolicyError(
+                f"{where}: {field_name} {template!r} uses unknown placeholder(s) {unknown}; "
+                f"known: {sorted(PLACEHOLDERS)}"
+            )
+        sample = template.format(**{n: n for n in names})
+        try:
+            check_file_name(sample)
+        except ValueError as exc:
+            raise PolicyError(f"{where}: {field_name} {template!r}: {exc}") from exc
+        samples.append(sample)
+    if len(set(samples)) < len(samples):
+        raise PolicyError(
+            f"{where}: cert_file, key_file and chain_file must name three different files"
+        )
+
+
 def parse(data: dict[str, Any]) -> Policy:
     defaults = {**BUILTIN_DEFAULTS, **(data.get("defaults") or {})}
+    _check_file_names("defaults", defaults)
     rules = []
     for i, raw in enumerate(data.get("rules") or []):
         match = raw.get("match") or {}
@@ -133,8 +194,17 @@ def parse(data: dict[str, Any]) -> Policy:
         for entry in entries:
             if "template" not in entry:
                 raise PolicyError(f"rule {raw.get('name', i)}: every provision names a template")
-            if entry.get("store_type", defaults["store_type"]) not in ("pem", "pkcs12", "jks"):
+            store_type = entry.get("store_type", defaults["store_type"])
+            if store_type not in ("pem", "pkcs12", "jks"):
                 raise PolicyError(f"rule {raw.get('name', i)}: unknown store type")
+            where = f"rule {raw.get('name', i)}, template {entry['template']}"
+            named = sorted(set(entry) & set(PEM_FILES))
+            if named and store_type != "pem":
+                raise PolicyError(
+                    f"{where}: {', '.join(named)} can only name the files of a PEM directory, "
+                    f"not of a {store_type} store"
+                )
+            _check_file_names(where, {**defaults, **entry})
         rules.append(
             Rule(
                 name=str(raw.get("name") or f"rule-{i}"),
