@@ -368,6 +368,8 @@ class AgentJob(Event):
     certificate_pem: str | None = None
     chain_pem: list[str] = Field(default_factory=list)
     payload: dict[str, Any] = Field(default_factory=dict)
+    renewal_of: str | None = None
+    """A reenroll job that renews this certificate (the agent says so in its CSR request)."""
 
     def subject_name(self) -> str:
         return subjects.agent_jobs(self.machine)

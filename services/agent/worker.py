@@ -133,6 +133,7 @@ class Worker:
         requested = self._event(
             job, CertRequested, request_id=job.request_id, template=job.template,
             csr_pem=csr_pem, owner=job.owner, device=self.machine, target=job.target,
+            renewal_of=job.renewal_of,
         )  # fmt: skip
         return [requested], {
             "request_id": job.request_id,
