@@ -4,36 +4,84 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
+import signal
 import subprocess
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from services.agent.errors import JobError
+from services.agent.errors import JobError, RetryLater
 from services.agent.settings import AgentSettings
-from services.agent.worker import Worker
+from services.agent.worker import Hook, Worker
 from shared import subjects
 from shared.bus import RpcError, rpc_call
 from shared.events import AgentHeartbeat, AgentJob
 from shared.runtime import ServiceRuntime
 
 SERVICE = "agent"
+# How much of a post-install command's stderr goes into the job result, in bytes.
+STDERR_TAIL = 2048
+# How long a timed-out command's output may take to drain once its process group is killed.
+DRAIN_SECONDS = 5.0
+
+log = logging.getLogger("certbus.agent")
 
 
-def post_install(command: str, timeout: float) -> Callable[[AgentJob, Path], None]:
-    """Run the operator's command after an install (reload a web server, say)."""
+def post_install(command: str, timeout: float) -> Hook:
+    """Run the operator's command after an install (reload a web server, say). Its outcome is
+    returned for the job's result: the certificate stays installed whatever the command does."""
 
-    def run(job: AgentJob, store_path: Path) -> None:
+    def run(job: AgentJob, store_path: Path) -> dict[str, Any]:
         env = {
             "CERTBUS_STORE_PATH": str(store_path),
             "CERTBUS_ALIAS": job.target.alias if job.target else "",
             "CERTBUS_CERT_ID": job.cert_id or "",
             "CERTBUS_SERIAL": job.serial or "",
         }
-        subprocess.run(command, shell=True, check=False, timeout=timeout, env={**os.environ, **env})
+        outcome = run_command(command, timeout, {**os.environ, **env})
+        if outcome["timed_out"]:
+            log.warning("job %s: post-install command %r timed out after %ss: %s",
+                        job.job_id, command, timeout, outcome["stderr_tail"])  # fmt: skip
+        elif outcome["exit_code"] != 0:
+            log.warning("job %s: post-install command %r failed (%s): %s", job.job_id, command,
+                        outcome.get("error") or f"exit code {outcome['exit_code']}",
+                        outcome["stderr_tail"])  # fmt: skip
+        return outcome
 
     return run
+
+
+def run_command(command: str, timeout: float, env: dict[str, str]) -> dict[str, Any]:
+    """Run a shell command in its own process group, killed whole when it outlasts the timeout
+    (a shell's children included); what it exited with and the end of its stderr."""
+    outcome: dict[str, Any] = {
+        "command": command, "exit_code": None, "stderr_tail": "", "timed_out": False,
+    }  # fmt: skip
+    try:
+        proc = subprocess.Popen(
+            command, shell=True, env=env, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            start_new_session=True,
+        )  # fmt: skip
+    except OSError as exc:
+        outcome["error"] = f"{type(exc).__name__}: {exc}"
+        return outcome
+    try:
+        _, err = proc.communicate(timeout=timeout)
+        outcome["exit_code"] = proc.returncode
+    except subprocess.TimeoutExpired:
+        outcome["timed_out"] = True
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        try:
+            _, err = proc.communicate(timeout=DRAIN_SECONDS)
+        except subprocess.TimeoutExpired:
+            err = b""  # a process that left the group still holds stderr open
+            if proc.stderr:
+                proc.stderr.close()
+            proc.wait()
+    outcome["stderr_tail"] = (err or b"")[-STDERR_TAIL:].decode(errors="replace")
+    return outcome
 
 
 def build(settings: AgentSettings | None = None) -> ServiceRuntime:
@@ -53,9 +101,11 @@ def build(settings: AgentSettings | None = None) -> ServiceRuntime:
             return asyncio.run_coroutine_threadsafe(call, loop["loop"]).result(
                 settings.rpc_timeout + 5
             )
+        except TimeoutError as exc:
+            raise RetryLater(f"the issuer did not answer enroll.pfx: {exc}") from exc
         except RpcError as exc:
             if exc.status >= 500:
-                raise  # the issuer is away: the job is retried
+                raise RetryLater(f"{exc.code}: {exc.message}") from exc  # the issuer is away
             raise JobError(exc.code, exc.message) from exc
 
     worker = Worker(

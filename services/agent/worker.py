@@ -1,7 +1,9 @@
 """What the agent does with each job; returns the events to publish (no messaging here).
 
 Every event id is derived from the job id, so a redelivered job publishes nothing new. A result
-too large for one message is reported in parts, each well under the bus's limit.
+too large for one message is reported in parts, each well under the bus's limit. Every failure
+is answered with ``agent.job.failed``, the unexpected ones too (``internal_error``): a job that
+failed once fails again, so only ``RetryLater`` leaves a job unanswered, to be delivered again.
 """
 
 from __future__ import annotations
@@ -14,12 +16,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from services.agent import keys
 from services.agent.discovery import discover
-from services.agent.errors import JobError
+from services.agent.errors import JobError, RetryLater, unexpected
 from services.agent.stores import Store, describe, open_store
 from shared import job_results, pki
 from shared.events import (
@@ -39,8 +42,10 @@ log = logging.getLogger("certbus.agent")
 
 E = TypeVar("E", bound=Event)
 
-Hook = Callable[[AgentJob, Path], None]
-# Asks the issuer to make the key and certificate (``enroll.pfx``); raises JobError on refusal.
+# Runs after an install; what it returns is the job result's ``post_install``.
+Hook = Callable[[AgentJob, Path], dict[str, Any] | None]
+# Asks the issuer to make the key and certificate (``enroll.pfx``); raises JobError on refusal,
+# RetryLater when the issuer does not answer.
 ServerEnroll = Callable[[dict[str, Any]], dict[str, Any]]
 # The largest message the bus takes now (the connection's ``max_payload``).
 PayloadLimit = Callable[[], int]
@@ -82,17 +87,22 @@ class Worker:
             if handler is None:
                 raise JobError("unsupported_job", f"this agent cannot run {job.kind.value} jobs")
             events, result = handler(job)
+        except RetryLater:
+            raise
         except JobError as exc:
             log.warning("job %s (%s) failed: %s", job.job_id, job.kind.value, exc.message)
-            return [
-                self._event(job, AgentJobFailed, kind=job.kind, error=exc.message, code=exc.code)
-            ]
+            return [self._failed(job, exc)]
         except OSError as exc:
             log.warning("job %s (%s) failed: %s", job.job_id, job.kind.value, exc)
-            return [
-                self._event(job, AgentJobFailed, kind=job.kind, error=str(exc), code="io_error")
-            ]
+            return [self._failed(job, JobError("io_error", str(exc)))]
+        except Exception as exc:  # noqa: BLE001 - reported, never retried: it would fail again
+            failure = unexpected(exc)
+            log.exception("job %s (%s) failed: %s", job.job_id, job.kind.value, failure.message)
+            return [self._failed(job, failure)]
         return [*events, *self._completed(job, result)]
+
+    def _failed(self, job: AgentJob, exc: JobError) -> AgentJobFailed:
+        return self._event(job, AgentJobFailed, kind=job.kind, error=exc.message, code=exc.code)
 
     def _completed(self, job: AgentJob, result: dict[str, Any]) -> list[Event]:
         """The job's result: in parts when one message cannot carry it."""
@@ -101,11 +111,7 @@ class Worker:
             return list(job_results.split(completed, job_results.part_budget(self.max_payload())))
         except job_results.ResultTooLarge as exc:
             log.warning("job %s (%s) cannot be reported: %s", job.job_id, job.kind.value, exc)
-            return [
-                self._event(
-                    job, AgentJobFailed, kind=job.kind, error=str(exc), code="result_too_large"
-                )
-            ]
+            return [self._failed(job, JobError("result_too_large", str(exc)))]
 
     def _event(self, job: AgentJob, cls: type[E], **fields: Any) -> E:
         if "machine" in cls.model_fields:
@@ -113,6 +119,18 @@ class Worker:
         return job.caused(
             cls, event_id=derived_id(job.job_id, cls.subject), job_id=job.job_id, **fields
         )
+
+    def _after_install(self, job: AgentJob, store_path: Path) -> dict[str, Any]:
+        """Run the configured command; the certificate is installed whatever it does, so its
+        outcome goes into the result and never fails the job."""
+        if self.after_install is None:
+            return {}
+        try:
+            outcome = self.after_install(job, store_path)
+        except Exception as exc:  # noqa: BLE001 - the install stands; the result says what failed
+            log.exception("job %s: the post-install command failed", job.job_id)
+            outcome = {"error": f"{type(exc).__name__}: {exc}"}
+        return {} if outcome is None else {"post_install": outcome}
 
     def _target(self, job: AgentJob) -> StoreTarget:
         if job.target is None:
@@ -156,6 +174,7 @@ class Worker:
         serial = str(answer.get("serial", "")).lower()
         current = store.get(target.alias)
         already = current is not None and current.serial == serial
+        hooked: dict[str, Any] = {}
         if not already:
             if not answer.get("pkcs12_b64"):
                 raise JobError(
@@ -163,14 +182,16 @@ class Worker:
                     f"request {job.request_id} was issued before but its server-made key was "
                     "never kept; re-provision the device to get a new one",
                 )
-            key, cert, chain = pkcs12.load_key_and_certificates(
-                base64.b64decode(answer["pkcs12_b64"]), password.encode()
-            )
+            try:
+                key, cert, chain = pkcs12.load_key_and_certificates(
+                    base64.b64decode(answer["pkcs12_b64"]), password.encode()
+                )
+            except ValueError as exc:
+                raise JobError("bad_pkcs12", f"the issuer's PKCS#12 cannot be read: {exc}") from exc
             if key is None or cert is None:
                 raise JobError("bad_pkcs12", "the issuer's PKCS#12 holds no key or certificate")
             store.add(target.alias, cert, key, list(chain))
-            if self.after_install:
-                self.after_install(job, store.path)
+            hooked = self._after_install(job, store.path)
         installed = self._event(
             job, CertInstalled, cert_id=answer.get("cert_id") or serial, serial=serial,
             thumbprint_sha256=answer.get("thumbprint_sha256") or "", target=target,
@@ -180,6 +201,7 @@ class Worker:
             "key_generation": SERVER_KEYS,
             "already_installed": already,
             "path": str(store.path),
+            **hooked,
         }
 
     def add(self, job: AgentJob) -> tuple[list[Event], dict[str, Any]]:
@@ -187,12 +209,13 @@ class Worker:
         target = self._target(job)
         if not job.certificate_pem:
             raise JobError("invalid_job", "an add job needs certificate_pem")
-        cert = pki.load_certificate(job.certificate_pem)
-        chain = [pki.load_certificate(c) for c in job.chain_pem]
+        cert = _certificate(job.certificate_pem, "certificate_pem")
+        chain = [_certificate(c, f"chain_pem[{i}]") for i, c in enumerate(job.chain_pem)]
         serial = pki.render_serial(cert.serial_number)
         store = self.store(target)
         current = store.get(target.alias)
         already = current is not None and current.serial == serial
+        hooked: dict[str, Any] = {}
         if not already:
             key_path = keys.pending_path(self.root, job.request_id or "")
             if not job.request_id or not key_path.exists():
@@ -206,8 +229,7 @@ class Worker:
                 raise JobError("key_mismatch", f"certificate {serial} is not for the pending key")
             store.add(target.alias, cert, key, chain)
             key_path.unlink()
-            if self.after_install:
-                self.after_install(job, store.path)
+            hooked = self._after_install(job, store.path)
         installed = self._event(
             job, CertInstalled, cert_id=job.cert_id or serial, serial=serial,
             thumbprint_sha256=pki.thumbprint(cert), target=target,
@@ -216,6 +238,7 @@ class Worker:
             "serial": serial,
             "path": str(store.path),
             "already_installed": already,
+            **hooked,
         }
 
     def remove(self, job: AgentJob) -> tuple[list[Event], dict[str, Any]]:
@@ -254,3 +277,10 @@ class Worker:
         depth = int(job.payload.get("max_depth", 6))
         found = discover(self.root, paths, depth, self.store_password)
         return [], {"stores": found}
+
+
+def _certificate(text: str, field: str) -> x509.Certificate:
+    try:
+        return pki.load_certificate(text)
+    except ValueError as exc:
+        raise JobError("invalid_certificate", f"{field} is not a certificate: {exc}") from exc
