@@ -42,25 +42,28 @@ class TestCA:
             .sign(self.key, hashes.SHA256())
         )
 
-    def sign(self, csr: x509.CertificateSigningRequest, days: int = 30) -> x509.Certificate:
+    def sign(
+        self, csr: x509.CertificateSigningRequest, days: int = 30, aged_days: int = 0
+    ) -> x509.Certificate:
+        """Valid for ``days``, of which ``aged_days`` have already passed."""
         assert csr.is_signature_valid
-        now = utcnow()
+        start = utcnow() - timedelta(days=aged_days, minutes=1)
         builder = (
             x509.CertificateBuilder()
             .subject_name(csr.subject)
             .issuer_name(self.dn)
             .public_key(csr.public_key())
             .serial_number(x509.random_serial_number())
-            .not_valid_before(now - timedelta(minutes=1))
-            .not_valid_after(now + timedelta(days=days))
+            .not_valid_before(start)
+            .not_valid_after(start + timedelta(days=days))
         )
         for ext in csr.extensions:
             builder = builder.add_extension(ext.value, ext.critical)
         return builder.sign(self.key, hashes.SHA256())
 
-    def issue(self, request: CertRequested) -> CertIssued:
+    def issue(self, request: CertRequested, aged_days: int = 0) -> CertIssued:
         csr = x509.load_pem_x509_csr((request.csr_pem or "").encode())
-        cert = self.sign(csr)
+        cert = self.sign(csr, aged_days=aged_days)
         key_type, key_size = pki.describe_key(cert.public_key())
         serial = pki.render_serial(cert.serial_number)
         return request.caused(
@@ -88,6 +91,7 @@ class TestCA:
             job_id=request.job_id,
             certificate_pem=pki.pem(cert),
             chain_pem=[pki.pem(self.certificate)],
+            renewal_of=request.renewal_of,
         )
 
 

@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "services.cli.commands_agents",
     "services.cli.commands_stores",
     "services.cli.commands_jobs",
+    "services.cli.commands_renewals",
     "services.cli.commands_users",
     "services.cli.commands_devices",
     "services.cli.commands_cas",

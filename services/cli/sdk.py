@@ -305,6 +305,22 @@ class Jobs(_Area):
             time.sleep(interval)
 
 
+class Renewals(_Area):
+    def start(self, query: str | None = None, *, cert_ids: list[str] | None = None,
+              dry_run: bool = False, reason: str | None = None) -> dict[str, Any]:
+        """Renew what ``query`` (or ``cert_ids``) selects wherever each is installed:
+        ``{"planned", "skipped", "jobs_sent", ...}``; ``dry_run`` only plans."""
+        body = _params(query=query, cert_ids=cert_ids, dry_run=dry_run, reason=reason)
+        return self._c.request("POST", "/v1/renewals", json=body)
+
+    def list(self, *, status: str | None = None, cert_id: str | None = None,
+             machine: str | None = None, limit: int = 100, offset: int = 0) -> dict[str, Any]:
+        """``{"items": [...], "progress": {"installed": n, ...}}``."""
+        params = _params(status=status, cert_id=cert_id, machine=machine, limit=limit,
+                         offset=offset)
+        return self._c.request("GET", "/v1/renewals", params=params)
+
+
 class Certbus:
     """Base URL from ``CERTBUS_URL`` (default http://127.0.0.1:8080)."""
 
@@ -321,6 +337,7 @@ class Certbus:
         self.agents = Agents(self)
         self.stores = Stores(self)
         self.jobs = Jobs(self)
+        self.renewals = Renewals(self)
         self.revocation = Revocation(self)
         self.cas = Cas(self)
         self.templates = Templates(self)

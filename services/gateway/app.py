@@ -25,6 +25,7 @@ ROUTE_MODULES = [
     "services.gateway.routes.agents",
     "services.gateway.routes.stores",
     "services.gateway.routes.jobs",
+    "services.gateway.routes.renewals",
     "services.gateway.routes.revocation",
     "services.gateway.routes.cas",
     "services.gateway.routes.templates",

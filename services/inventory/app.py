@@ -8,6 +8,7 @@ from services.inventory.api import InventoryApi
 from services.inventory.handlers import Handlers, register
 from services.inventory.indexes import ensure_search_indexes
 from services.inventory.reads import read_view
+from services.inventory.renewal_api import AutoRenewal, RenewalApi
 from services.inventory.settings import InventorySettings
 from services.inventory.tables import TABLES
 from shared.db import Database
@@ -25,6 +26,10 @@ def build(settings: InventorySettings | None = None) -> ServiceRuntime:
     reads = read_view(db, settings.database())
     InventoryApi(reads).register(rt)
     AdminApi(rt, settings.agent_offline_after_seconds, reads).register()
+    RenewalApi(rt, reads).register()
+    auto = AutoRenewal(rt, settings.renew_before_days, settings.renewal_check_seconds)
+    rt.on_startup(auto.start)
+    rt.on_shutdown(auto.stop)
     if reads is not db:
         rt.on_shutdown(reads.dispose)
     rt.on_startup(lambda: ensure_search_indexes(db))

@@ -174,7 +174,29 @@ async def record_installed(session: AsyncSession, ev: CertInstalled) -> Location
     elif not row.active and as_utc(row.removed_at) <= ev.occurred_at:  # type: ignore[operator]
         row.active, row.removed_at, row.installed_at = True, None, ev.occurred_at
     await history(session, ev.cert_id, ev, **ev.target.model_dump())
+    await _replace_others(session, ev)
     return row
+
+
+async def _replace_others(session: AsyncSession, ev: CertInstalled) -> None:
+    """One alias of one store holds one certificate: whatever was there before is gone."""
+    others = (
+        await session.exec(
+            select(Location).where(
+                Location.machine == ev.target.machine,
+                Location.store_path == ev.target.store_path,
+                Location.alias == ev.target.alias,
+                Location.cert_id != ev.cert_id,
+                Location.active,
+            )
+        )
+    ).all()
+    for other in others:
+        if as_utc(other.installed_at) <= ev.occurred_at:  # type: ignore[operator]
+            other.active, other.removed_at = False, ev.occurred_at
+            await history(
+                session, other.cert_id, ev, replaced_by=ev.cert_id, **ev.target.model_dump()
+            )
 
 
 async def record_removed(session: AsyncSession, ev: CertRemoved) -> Location | None:

@@ -7,7 +7,16 @@ from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.inventory import catalog, drift, identities, jobs, offboarding, provisioning, stores
+from services.inventory import (
+    catalog,
+    drift,
+    identities,
+    jobs,
+    offboarding,
+    provisioning,
+    renewal,
+    stores,
+)
 from services.inventory.policy import Policy
 from services.inventory.tables import Agent, Device, User
 from shared import subjects
@@ -26,6 +35,7 @@ from shared.events import (
     DeviceDecommissioned,
     DeviceUnassigned,
     Event,
+    JobKind,
     UserOffboarded,
     UserOnboarded,
 )
@@ -117,21 +127,25 @@ class Handlers:
 
     async def cert_issued(self, session: AsyncSession, ev: CertIssued) -> list[Event]:
         """Record the certificate; install it where it was asked for."""
-        return list(await provisioning.issued(session, ev))
+        out = list(await provisioning.issued(session, ev))
+        await renewal.issued(session, ev)
+        return out
 
     async def cert_rejected(self, session: AsyncSession, ev: CertRejected) -> list[Event]:
         """The request failed: record why."""
         await provisioning.rejected(session, ev)
+        await renewal.rejected(session, ev)
         return []
 
     async def cert_installed(self, session: AsyncSession, ev: CertInstalled) -> list[Event]:
-        """Record the location; a certificate revoked meanwhile is removed again at once."""
+        """Record the location (it replaces what the alias held); a certificate revoked
+        meanwhile is removed again at once; a renewal done everywhere retires the old one."""
         await catalog.record_installed(session, ev)
         cert = await session.get(catalog.Certificate, ev.cert_id)
         if cert is not None and cert.status == "revoked":
             job = await provisioning.remove_job(session, ev, cert, ev.target)
             return [job] if job else []
-        return []
+        return await renewal.installed(session, ev)
 
     async def cert_removed(self, session: AsyncSession, ev: CertRemoved) -> list[Event]:
         """The certificate left a store."""
@@ -156,6 +170,8 @@ class Handlers:
         """Record what an agent reports about a job (a large result comes in parts); a
         completed inventory reveals drift, once every part of it is in."""
         completed = await jobs.record_result(session, ev)
+        if isinstance(ev, AgentJobFailed) and ev.kind == JobKind.REENROLL:
+            await renewal.job_failed(session, ev.job_id, f"{ev.code}: {ev.error}")
         if completed is not None and await self._trusted(session, completed.machine):
             return await drift.job_completed(session, self.policy, completed)
         return []

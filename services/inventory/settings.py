@@ -12,6 +12,9 @@ class InventorySettings(CommonSettings):
     policy_file: Path = Path("infra/policy.yaml")
     agent_offline_after_seconds: float = 90.0
     consumer_max_wait: float = 0.25
+    renew_before_days: int = 30
+    """Installed certificates are renewed this many days before they expire (0: never)."""
+    renewal_check_seconds: float = 3600.0
 
     def database(self) -> str:
         return self.database_url_for("inventory", self.inventory_database_url)

@@ -202,6 +202,27 @@ class JobPart(SQLModel, table=True):
     received_at: datetime = _now()
 
 
+class Renewal(SQLModel, table=True):
+    """Renewing one certificate in one place it is installed (see ``renewal``)."""
+
+    __tablename__ = "inventory_renewal"
+
+    request_id: str = Field(primary_key=True)
+    current_request_id: str | None = Field(default=None, index=True)
+    old_cert_id: str = Field(index=True)
+    new_cert_id: str | None = Field(default=None, index=True)
+    machine: str
+    store_type: str = "pem"
+    store_path: str
+    alias: str
+    status: str = Field(default="planned", index=True)  # planned, issued, installed, failed
+    reason: str = "renewal"
+    error: str | None = None
+    attempt: int = 0
+    created_at: datetime = _now()
+    updated_at: datetime = _now()
+
+
 class Offboarding(SQLModel, table=True):
     __tablename__ = "inventory_offboarding"
 
@@ -277,6 +298,7 @@ TABLES = [
     ProvisioningRequest.__table__,
     Job.__table__,
     JobPart.__table__,
+    Renewal.__table__,
     Offboarding.__table__,
     Agent.__table__,
     Store.__table__,
