@@ -1,10 +1,14 @@
-"""Job fan-out: one burst of work pushed to 200 agents on a real nats-server.
+"""Job fan-out: a renewal pushed to 200 agents on a real nats-server.
 
-Inventory (its own process, SQLite) receives 200 onboardings at once and sends each machine's
-agent a re-enrollment job; every agent (the real agent runtime, in-process, each with its own NATS
-connection and durable consumer) makes a key and a CSR; a stand-in issuer signs; inventory
-sends the install job; the agent writes the store and reports. Measured: time from the push
-until every agent reported its certificate installed.
+Inventory (its own process, SQLite) first receives 200 onboardings at once (timed too: each
+machine's agent gets a re-enrollment job, makes a key and a CSR, a stand-in issuer signs, the
+agent installs). Then one ``renewals.start`` request renews every certificate where it lives:
+each of the 200 agents (the real agent runtime, in-process, each with its own NATS connection
+and durable consumer) gets a re-enrollment job for its certificate, makes a new key and CSR, the
+stand-in issuer signs, inventory sends the install job, the agent replaces the certificate
+under the same alias and reports; inventory retires each old certificate as superseded.
+Measured: time from the request until every agent reported the new certificate installed (and
+until every old one was retired).
 
 The baseline, in the same run and on the same server: the transport floor — a job published to
 each of 200 durable consumers (raw nats-py) that each answer with one completion event.
@@ -75,8 +79,12 @@ async def count_until(
 
 async def start_inventory(url: str, work: Path) -> subprocess.Popen[bytes]:
     """Inventory as its own process, as in production (it must not share the agents' loop)."""
-    env = {**os.environ, "CERTBUS_NATS_URL": url, "CERTBUS_LOG_LEVEL": "WARNING",
-           "CERTBUS_INVENTORY_DATABASE_URL": f"sqlite+aiosqlite:///{work / 'inventory.db'}"}
+    env = {
+        **os.environ,
+        "CERTBUS_NATS_URL": url,
+        "CERTBUS_LOG_LEVEL": "WARNING",
+        "CERTBUS_INVENTORY_DATABASE_URL": f"sqlite+aiosqlite:///{work / 'inventory.db'}",
+    }
     log = open(work / "inventory.log", "wb")  # noqa: SIM115, ASYNC230 - the child owns it
     proc = subprocess.Popen([sys.executable, "-m", "services.inventory"], env=env,  # noqa: ASYNC220
                             stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
@@ -108,8 +116,9 @@ async def certbus_fanout(url: str, work: Path) -> dict[str, Any]:
     issuer = asyncio.create_task(stand_in_issuer(nc, TestCA(), stop))
     marks: dict[str, float] = {}
     watchers = [
-        asyncio.create_task(count_until(nc, subjects.AGENT_JOBS_WILDCARD, AGENTS, marks, "jobs",
-                                       "reenroll")),
+        asyncio.create_task(
+            count_until(nc, subjects.AGENT_JOBS_WILDCARD, AGENTS, marks, "jobs", "reenroll")
+        ),
         asyncio.create_task(count_until(nc, subjects.CERT_REQUESTED, AGENTS, marks, "csrs")),
         asyncio.create_task(count_until(nc, subjects.CERT_ISSUED, AGENTS, marks, "issued")),
         asyncio.create_task(count_until(nc, subjects.CERT_INSTALLED, AGENTS, marks, "installed")),
@@ -126,21 +135,54 @@ async def certbus_fanout(url: str, work: Path) -> dict[str, Any]:
         )
     )
     await asyncio.wait_for(asyncio.gather(*watchers), timeout=600)
+    onboarding = {
+        "onboarding_all_reenroll_jobs_sent_seconds": round(marks["jobs"] - push, 3),
+        "onboarding_all_installed_seconds": round(marks["installed"] - push, 3),
+    }
+    took = onboarding["onboarding_all_installed_seconds"]
+    print(f"  onboarding: all {AGENTS} installed in {took}s", flush=True)
+
+    # The renewal: one request renews every certificate where it lives (new key on each
+    # machine, CSR, issue, install in place), then retires the old ones as superseded.
+    marks.clear()
+    total = 2 * AGENTS  # the counters read each subject from its start
+    watchers = [
+        asyncio.create_task(count_until(nc, subjects.AGENT_JOBS_WILDCARD, total, marks,
+                                        "r-jobs", "reenroll")),
+        asyncio.create_task(count_until(nc, subjects.CERT_ISSUED, total, marks, "r-issued")),
+        asyncio.create_task(count_until(nc, subjects.CERT_INSTALLED, total, marks, "r-installed")),
+        asyncio.create_task(count_until(nc, subjects.CERT_REVOCATION_REQUESTED, AGENTS, marks,
+                                        "r-superseded")),
+    ]  # fmt: skip
+    await asyncio.sleep(0.5)
+    push = time.perf_counter()
+    reply = await nc.request(
+        subjects.rpc("inventory", "renewals.start"),
+        json.dumps({"query": "Status -eq active", "reason": "bench"}).encode(),
+        timeout=120,
+    )
+    answered = time.perf_counter()
+    sent = json.loads(reply.data)["result"]["jobs_sent"]
+    if sent != AGENTS:
+        raise AssertionError(f"the renewal sent {sent} jobs, not {AGENTS}")
+    await asyncio.wait_for(asyncio.gather(*watchers), timeout=600)
     stop.set()
     await issuer
     await nc.close()
-    installed = sum(1 for m in machines if (work / m / "certs" / "user-client").is_dir())
+    renewed = sum(1 for m in machines if (work / m / "certs" / "user-client").is_dir())
     for a in agents:
         await a.app.stop()
     inventory.terminate()
     inventory.wait(30)
     return {
         "agents": AGENTS,
-        "all_reenroll_jobs_sent_seconds": round(marks["jobs"] - push, 3),
-        "all_csrs_seconds": round(marks["csrs"] - push, 3),
-        "all_issued_seconds": round(marks["issued"] - push, 3),
-        "all_installed_seconds": round(marks["installed"] - push, 3),
-        "stores_written": installed,
+        "renewal_request_answered_seconds": round(answered - push, 3),
+        "renewal_all_reenroll_jobs_sent_seconds": round(marks["r-jobs"] - push, 3),
+        "renewal_all_issued_seconds": round(marks["r-issued"] - push, 3),
+        "renewal_all_installed_seconds": round(marks["r-installed"] - push, 3),
+        "renewal_all_old_retired_seconds": round(marks["r-superseded"] - push, 3),
+        **onboarding,
+        "stores_written": renewed,
     }
 
 
@@ -195,7 +237,9 @@ async def run() -> dict[str, Any]:
     finally:
         server.stop()
     figures["baseline_transport_round_trip_seconds"] = round(floor, 3)
-    figures["ratio_installed_vs_transport"] = round(figures["all_installed_seconds"] / floor, 1)
+    figures["ratio_renewal_installed_vs_transport"] = round(
+        figures["renewal_all_installed_seconds"] / floor, 1
+    )
     return figures
 
 
