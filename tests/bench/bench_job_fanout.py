@@ -77,6 +77,21 @@ async def count_until(
     marks[key] = time.perf_counter()
 
 
+async def until_located(nc: Any, n: int) -> None:
+    """Until inventory has recorded where every certificate is (installs are applied after the
+    agents report them)."""
+    for _ in range(600):
+        reply = await nc.request(
+            subjects.rpc("inventory", "certs.list"),
+            json.dumps({"query": "Store -ne NULL", "limit": 1}).encode(),
+            timeout=10,
+        )
+        if json.loads(reply.data)["result"]["total"] >= n:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("inventory did not record every installed certificate")
+
+
 async def start_inventory(url: str, work: Path) -> subprocess.Popen[bytes]:
     """Inventory as its own process, as in production (it must not share the agents' loop)."""
     env = {
@@ -144,6 +159,7 @@ async def certbus_fanout(url: str, work: Path) -> dict[str, Any]:
 
     # The renewal: one request renews every certificate where it lives (new key on each
     # machine, CSR, issue, install in place), then retires the old ones as superseded.
+    await until_located(nc, AGENTS)
     marks.clear()
     total = 2 * AGENTS  # the counters read each subject from its start
     watchers = [
