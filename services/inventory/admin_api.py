@@ -8,7 +8,7 @@ from sqlalchemy import func
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.inventory import catalog, jobs, offboarding, stores
+from services.inventory import catalog, drift, jobs, offboarding, stores
 from services.inventory.reads import Reads
 from services.inventory.tables import (
     Agent,
@@ -174,8 +174,16 @@ class AdminApi:
         async with self.rt.unit_of_work() as uow:
             agent = await uow.session.get(Agent, machine)
             if agent is None:
-                agent = Agent(machine=machine)
-                uow.session.add(agent)
+                # No pre-approval here: a typo would approve a machine nobody runs. Machines
+                # whose agents have not reported are approved by the policy's
+                # agents.auto_approve patterns, or by HR naming them as devices.
+                raise RpcError(
+                    "not_found",
+                    f"no agent has registered from {machine!r} (an agent registers with its "
+                    "first heartbeat); to approve it beforehand, match it in the policy's "
+                    "agents.auto_approve or name it as a user's device",
+                    404,
+                )
             agent.status = "rejected" if req.get("reject") else "approved"
             agent.decided_at, agent.decided_by = utcnow(), str(req.get("actor") or "api")
             return stores.agent_json(agent, self.offline_after)
@@ -236,11 +244,18 @@ class AdminApi:
         job = await self._send(req, machine=machine, kind=JobKind.CREATE, target=target)
         return {**store, "job": job}
 
-    async def _store(self, ident: str) -> Store:
+    async def _store(self, ident: str, approved: bool = False) -> Store:
         async with self.db.session() as s:
             row = await s.get(Store, ident)
         if row is None:
             raise RpcError("not_found", f"no store {ident!r}", 404)
+        if approved and row.status != "approved":
+            raise RpcError(
+                "store_not_approved",
+                f"store {ident} ({row.store_type} {row.store_path} on {row.machine}) is "
+                f"{row.status}; approve it first (stores.approve)",
+                409,
+            )
         return row
 
     async def stores_approve(self, req: dict[str, Any]) -> dict[str, Any]:
@@ -254,8 +269,8 @@ class AdminApi:
             return stores.store_json(row)
 
     async def stores_inventory(self, req: dict[str, Any]) -> dict[str, Any]:
-        """Ask the store's agent to report everything in it."""
-        row = await self._store(_required(req, "id"))
+        """Ask the store's agent to report everything in it (an approved store only)."""
+        row = await self._store(_required(req, "id"), approved=True)
         target = StoreTarget(
             machine=row.machine,
             store_type=row.store_type,  # type: ignore[arg-type]
@@ -270,7 +285,7 @@ class AdminApi:
         The private key never leaves the machine. The request id defaults to one derived from
         the store, alias, template and subject, so running the same script twice issues once.
         """
-        row = await self._store(_required(req, "id"))
+        row = await self._store(_required(req, "id"), approved=True)
         template, subject = _required(req, "template"), _required(req, "subject")
         alias = str(req.get("alias") or template)
         owner = str(req.get("owner") or "")
@@ -328,6 +343,8 @@ class AdminApi:
         return jobs.to_json(row)
 
     async def drift_list(self, req: dict[str, Any]) -> dict[str, Any]:
+        """Drift, newest first; ``open`` while its condition lasts, ``last_seen`` then being
+        the last inventory of its store (which found it again, or raised it)."""
         limit, offset = _page(req)
         async with self.db.session() as s:
             query = select(Drift)
@@ -336,13 +353,27 @@ class AdminApi:
             rows = (
                 await s.exec(query.order_by(Drift.detected_at.desc()).limit(limit).offset(offset))  # type: ignore[attr-defined]
             ).all()
-        return {"items": [
-            {"id": d.id, "machine": d.machine, "kind": d.kind, "store_type": d.store_type,
-             "store_path": d.store_path, "alias": d.alias, "cert_id": d.cert_id,
-             "serial": d.serial, "reason": d.reason, "fixed": d.fixed, "job_id": d.job_id,
-             "detected_at": iso(d.detected_at)}
-            for d in rows
-        ]}  # fmt: skip
+            items = [await self._drift_json(s, d) for d in rows]
+        return {"items": items}
+
+    async def _drift_json(self, s: AsyncSession, d: Drift) -> dict[str, Any]:
+        here = (
+            await s.exec(
+                select(Location).where(Location.machine == d.machine,
+                                       Location.store_path == d.store_path,
+                                       Location.alias == d.alias)
+            )
+        ).all()  # fmt: skip
+        loc = next((x for x in here if x.cert_id == d.cert_id), None)
+        occupied = any(x.active and x.cert_id != d.cert_id for x in here)
+        is_open = drift.is_open(d, loc, occupied)
+        store = await s.get(Store, stores.store_id(d.machine, d.store_type, d.store_path))
+        last_seen = store.inventoried_at if is_open and store else None
+        return {"id": d.id, "machine": d.machine, "kind": d.kind, "store_type": d.store_type,
+                "store_path": d.store_path, "alias": d.alias, "cert_id": d.cert_id,
+                "serial": d.serial, "reason": d.reason, "fixed": d.fixed, "job_id": d.job_id,
+                "detected_at": iso(d.detected_at), "open": is_open,
+                "last_seen": iso(last_seen)}  # fmt: skip
 
     async def offboarding_get(self, req: dict[str, Any]) -> dict[str, Any]:
         """An offboarding's progress: found, revoked, removed from stores, still pending."""

@@ -72,12 +72,20 @@ async def rejected(session: AsyncSession, ev: CertRejected) -> None:
 
 
 async def remove_job(
-    session: AsyncSession, cause: Event, cert: Certificate, target: StoreTarget
+    session: AsyncSession,
+    cause: Event,
+    cert: Certificate,
+    target: StoreTarget,
+    job_id: str | None = None,
 ) -> AgentJob | None:
+    """The job that deletes the certificate from one place. Its id defaults to one derived from
+    the certificate and the place (a revocation removes once); a caller that must remove it
+    from there again (drift found it back) names a job of its own."""
     return await jobs.send(
         session,
         cause,
-        job_id=derived_id(
+        job_id=job_id
+        or derived_id(
             "job", cert.cert_id, target.machine, target.store_path, target.alias, "remove"
         ),
         machine=target.machine,

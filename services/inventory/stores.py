@@ -23,6 +23,9 @@ def store_id(machine: str, store_type: str, store_path: str) -> str:
 async def record_store(
     session: AsyncSession, target: StoreTarget, source: str, status: str = "approved"
 ) -> Store:
+    """The store's row, made with ``status`` if new. Stores inventory makes itself (policy, API,
+    install) are approved; discovery's wait for ``stores.approve``, or for the policy to name
+    them. Only approved stores can be inventoried or enrolled into."""
     sid = store_id(target.machine, target.store_type, target.store_path)
     cache: dict[str, Store] = session.info.setdefault("inventory_stores", {})
     prefetched = target.machine in session.info.get("inventory_store_machines", ())
@@ -36,6 +39,9 @@ async def record_store(
         row = Store(id=sid, machine=target.machine, store_type=target.store_type,
                     store_path=target.store_path, source=source, status=status)  # fmt: skip
         session.add(row)
+    elif source == "policy" and row.status == "discovered":
+        # Discovery found it first; now the policy installs there, so inventory manages it.
+        row.status = "approved"
     cache[sid] = row
     return row
 

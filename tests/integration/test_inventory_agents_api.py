@@ -100,7 +100,11 @@ async def test_an_unknown_agent_waits_for_approval_then_manages_its_stores(
 async def test_discovery_and_inventory_find_a_foreign_certificate_and_report_drift(
     api: httpx.AsyncClient, agent: Path
 ) -> None:
-    await api.post(f"/v1/agents/{MACHINE}/approve")
+    async def registered() -> list[dict[str, Any]]:
+        return (await api.get("/v1/agents")).json()["items"]
+
+    assert await eventually(registered)  # only an agent that has reported can be approved
+    assert (await api.post(f"/v1/agents/{MACHINE}/approve")).status_code == 200
     legacy = foreign_certificate()
     (agent / "etc" / "ssl").mkdir(parents=True)
     (agent / "etc" / "ssl" / "legacy.crt").write_text(pki.pem(legacy))

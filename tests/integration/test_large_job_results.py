@@ -140,6 +140,11 @@ async def test_an_agent_inventories_a_store_too_large_for_one_message_and_invent
     await agent.app.start()
     reader = BusReader(client)
     try:
+
+        async def registered() -> list[dict[str, Any]]:
+            return (await rpc(client, "agents.list", {}))["items"]
+
+        assert await eventually(registered)  # only an agent that has reported can be approved
         await rpc(client, "agents.approve", {"machine": MACHINE})
         store = await rpc(client, "stores.add", {"machine": MACHINE, "store_path": STORE_PATH})
         await finished(client, store["job"]["job_id"])
