@@ -83,7 +83,9 @@ class Database:
     def __init__(self, url: str, schema: str | None = None) -> None:
         self.schema = schema
         self.engine = make_engine(url, schema)
-        self._sessions = async_sessionmaker(self.engine, class_=AsyncSession, expire_on_commit=False)
+        self._sessions = async_sessionmaker(
+            self.engine, class_=AsyncSession, expire_on_commit=False
+        )
         self._url = normalise_url(url)
         self._reader: AsyncEngine | None = None
         self._readers: async_sessionmaker[AsyncSession] | None = None

@@ -54,7 +54,9 @@ def stage(session: AsyncSession, events: Iterable[Event]) -> None:
     """Add events to the outbox of the transaction ``session`` belongs to."""
     for ev in events:
         session.add(
-            OutboxMessage(event_id=ev.event_id, subject=ev.subject_name(), payload=ev.model_dump_json())
+            OutboxMessage(
+                event_id=ev.event_id, subject=ev.subject_name(), payload=ev.model_dump_json()
+            )
         )
 
 
@@ -97,40 +99,67 @@ class OutboxRelay:
             if not rows:
                 return sent
             results = await asyncio.gather(
-                *(self._publish(subject, event_id, payload.encode())
-                  for _, subject, event_id, payload in rows),
+                *(
+                    self._publish(subject, event_id, payload.encode())
+                    for _, subject, event_id, payload in rows
+                ),
                 return_exceptions=True,
             )
             published = [row for row, r in zip(rows, results, strict=True) if r is None]
-            refused = [(row, r) for row, r in zip(rows, results, strict=True)
-                       if isinstance(r, PERMANENT_PUBLISH_ERRORS)]
+            refused = [
+                (row, r)
+                for row, r in zip(rows, results, strict=True)
+                if isinstance(r, PERMANENT_PUBLISH_ERRORS)
+            ]
             for row, exc in refused:
                 await self._park(row, exc)
             async with self._db.engine.begin() as conn:
                 if refused:
-                    await conn.execute(insert(ParkedOutboxMessage.__table__), [  # type: ignore[attr-defined]
-                        {"event_id": row[2], "subject": row[1], "payload": row[3],
-                         "reason": f"{type(exc).__name__}: {exc}"} for row, exc in refused])
+                    await conn.execute(
+                        insert(ParkedOutboxMessage.__table__),
+                        [  # type: ignore[attr-defined]
+                            {
+                                "event_id": row[2],
+                                "subject": row[1],
+                                "payload": row[3],
+                                "reason": f"{type(exc).__name__}: {exc}",
+                            }
+                            for row, exc in refused
+                        ],
+                    )
                 done = [row[0] for row in published] + [row[0] for row, _ in refused]
                 await conn.execute(delete(table).where(table.c.id.in_(done)))
             sent += len(published)
             failed = len(rows) - len(published) - len(refused)
             if failed:
                 # Keep the rest for the next round instead of spinning on a broker that is away.
-                first = next(r for r in results if r is not None
-                             and not isinstance(r, PERMANENT_PUBLISH_ERRORS))
+                first = next(
+                    r
+                    for r in results
+                    if r is not None and not isinstance(r, PERMANENT_PUBLISH_ERRORS)
+                )
                 raise RuntimeError(f"{failed} of {len(rows)} events not published: {first!r}")
 
     async def _park(self, row: tuple, exc: BaseException) -> None:  # type: ignore[type-arg]
         """Say on the dead-letter subject that an event was refused; the event stays in the db."""
         _, subject, event_id, payload = row
-        notice = {"event_id": event_id, "subject": subject, "bytes": len(payload),
-                  "reason": f"{type(exc).__name__}: {exc}", "kept_in": "outbox_parked"}
-        log.error("the bus refused event %s on %s for good (%s); parked in outbox_parked",
-                  event_id, subject, exc)
+        notice = {
+            "event_id": event_id,
+            "subject": subject,
+            "bytes": len(payload),
+            "reason": f"{type(exc).__name__}: {exc}",
+            "kept_in": "outbox_parked",
+        }
+        log.error(
+            "the bus refused event %s on %s for good (%s); parked in outbox_parked",
+            event_id,
+            subject,
+            exc,
+        )
         try:
-            await self._publish(subjects.dead_letter(subject), f"dlq-outbox-{event_id}",
-                                json.dumps(notice).encode())
+            await self._publish(
+                subjects.dead_letter(subject), f"dlq-outbox-{event_id}", json.dumps(notice).encode()
+            )
         except Exception:  # noqa: BLE001 - the row is kept either way
             log.exception("could not announce the parked event %s", event_id)
 

@@ -32,7 +32,9 @@ class CommonSettings(BaseSettings):
     )
     rpc_timeout: float = 5.0
     stream_replicas: int = Field(
-        default=1, ge=1, le=5,
+        default=1,
+        ge=1,
+        le=5,
         description="JetStream replicas of every stream (3 on a 3-node cluster in production).",
     )
 

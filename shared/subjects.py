@@ -86,7 +86,9 @@ def subject_token(value: str) -> str:
 
     The encoding is reversible and yields only characters valid in subjects and durable names.
     """
-    return _TOKEN_SAFE.sub(lambda m: "_" + format(ord(m.group(0)), "x") + "_", value.replace("_", "__"))
+    return _TOKEN_SAFE.sub(
+        lambda m: "_" + format(ord(m.group(0)), "x") + "_", value.replace("_", "__")
+    )
 
 
 def agent_jobs(machine: str) -> str:
@@ -106,7 +108,9 @@ def dead_letter(subject: str) -> str:
 
 def durable_name(service: str, subject: str) -> str:
     """One durable consumer per (service, subject); durable names cannot contain dots."""
-    return subject_token(f"{service}-{subject.replace('.', '-').replace('*', 'any').replace('>', 'all')}")
+    return subject_token(
+        f"{service}-{subject.replace('.', '-').replace('*', 'any').replace('>', 'all')}"
+    )
 
 
 RPC_PING = "ping"

@@ -37,7 +37,9 @@ def nats_url(tmp_path: Path) -> Iterator[str]:
         yield external
         return
     if _bundled_available():
-        server = NatsServer(store_dir=tmp_path / "jetstream", log_file=tmp_path / "nats.log").start()
+        server = NatsServer(
+            store_dir=tmp_path / "jetstream", log_file=tmp_path / "nats.log"
+        ).start()
         try:
             yield server.url
         finally:

@@ -8,8 +8,13 @@ from services.cli.sdk import Certbus
 NAME = "agents"
 app = typer.Typer(no_args_is_help=True, help="Agents on machines: approval, liveness, discovery.")
 
-COLUMNS = [("machine", "machine"), ("status", "approval"), ("state", "state"),
-           ("last_seen", "last seen"), ("version", "version")]
+COLUMNS = [
+    ("machine", "machine"),
+    ("status", "approval"),
+    ("state", "state"),
+    ("last_seen", "last seen"),
+    ("version", "version"),
+]
 
 
 @app.command("list")
@@ -30,7 +35,8 @@ def approve(machine: str, json_: bool = typer.Option(False, "--json")) -> None:
     with output.api_errors():
         agent = Certbus().agents.approve(machine)
     output.emit_json(agent) if json_ else output.console.print(
-        f"agent [bold]{machine}[/bold] is {agent['status']}")
+        f"agent [bold]{machine}[/bold] is {agent['status']}"
+    )
 
 
 @app.command()
@@ -39,7 +45,8 @@ def reject(machine: str, json_: bool = typer.Option(False, "--json")) -> None:
     with output.api_errors():
         agent = Certbus().agents.reject(machine)
     output.emit_json(agent) if json_ else output.console.print(
-        f"agent [bold]{machine}[/bold] is {agent['status']}")
+        f"agent [bold]{machine}[/bold] is {agent['status']}"
+    )
 
 
 @app.command()
@@ -52,4 +59,5 @@ def discover(
     with output.api_errors():
         job = Certbus().agents.discover(machine, path)
     output.emit_json(job) if json_ else output.console.print(
-        f"discovery job [bold]{job['job_id']}[/bold] sent to {machine}")
+        f"discovery job [bold]{job['job_id']}[/bold] sent to {machine}"
+    )

@@ -8,8 +8,14 @@ from services.cli.sdk import Certbus
 NAME = "certs"
 app = typer.Typer(no_args_is_help=True, help="The certificate catalog.")
 
-COLUMNS = [("id", "id"), ("serial", "serial"), ("subject", "subject"), ("owner", "owner"),
-           ("status", "status"), ("not_after", "not after")]
+COLUMNS = [
+    ("id", "id"),
+    ("serial", "serial"),
+    ("subject", "subject"),
+    ("owner", "owner"),
+    ("status", "status"),
+    ("not_after", "not after"),
+]
 
 
 @app.command("list")
@@ -33,17 +39,30 @@ def show(cert_id: str, json_: bool = typer.Option(False, "--json")) -> None:
     if json_:
         output.emit_json(cert)
         return
-    for key in ("id", "serial", "subject", "issuer", "owner", "status", "template",
-                "not_before", "not_after", "thumbprint_sha1", "thumbprint_sha256"):
+    for key in (
+        "id",
+        "serial",
+        "subject",
+        "issuer",
+        "owner",
+        "status",
+        "template",
+        "not_before",
+        "not_after",
+        "thumbprint_sha1",
+        "thumbprint_sha256",
+    ):
         output.console.print(f"[bold]{key:>18}[/bold]  {cert.get(key)}")
     for loc in cert.get("locations", []):
-        output.console.print(f"{'location':>18}  {loc.get('machine')}:{loc.get('store_path')} "
-                             f"({loc.get('store_type')}, {loc.get('alias')})")
+        output.console.print(
+            f"{'location':>18}  {loc.get('machine')}:{loc.get('store_path')} "
+            f"({loc.get('store_type')}, {loc.get('alias')})"
+        )
 
 
 @app.command()
 def search(
-    query: str = typer.Argument(..., help='e.g. \'CN -contains "alice" AND Status -eq active\''),
+    query: str = typer.Argument(..., help="e.g. 'CN -contains \"alice\" AND Status -eq active'"),
     limit: int = typer.Option(100, "--limit"),
     offset: int = typer.Option(0, "--offset"),
     sort: str = typer.Option(None, "--sort", help="a field, '-' first for descending: -NotAfter"),
@@ -55,8 +74,11 @@ def search(
     if json_:
         output.emit_json(page)
         return
-    output.table(page["items"], COLUMNS,
-                 title=f"{len(page['items'])} of {page['total']} matching certificates")
+    output.table(
+        page["items"],
+        COLUMNS,
+        title=f"{len(page['items'])} of {page['total']} matching certificates",
+    )
 
 
 @app.command()
@@ -67,8 +89,10 @@ def history(cert_id: str, json_: bool = typer.Option(False, "--json")) -> None:
     if json_:
         output.emit_json(items)
         return
-    output.table(items, [("occurred_at", "when"), ("subject", "event"), ("actor", "actor"),
-                         ("details", "details")])
+    output.table(
+        items,
+        [("occurred_at", "when"), ("subject", "event"), ("actor", "actor"), ("details", "details")],
+    )
 
 
 @app.command()
@@ -79,9 +103,18 @@ def locations(cert_id: str, json_: bool = typer.Option(False, "--json")) -> None
     if json_:
         output.emit_json(items)
         return
-    output.table(items, [("machine", "machine"), ("store_type", "type"),
-                         ("store_path", "store"), ("alias", "alias"), ("active", "active"),
-                         ("installed_at", "installed"), ("removed_at", "removed")])
+    output.table(
+        items,
+        [
+            ("machine", "machine"),
+            ("store_type", "type"),
+            ("store_path", "store"),
+            ("alias", "alias"),
+            ("active", "active"),
+            ("installed_at", "installed"),
+            ("removed_at", "removed"),
+        ],
+    )
 
 
 commands_revoke.register(app)

@@ -10,13 +10,15 @@ app = typer.Typer(no_args_is_help=True, help="Devices and what is installed on t
 
 
 @app.command("list")
-def list_(limit: int = typer.Option(100, "--limit"),
-          json_: bool = typer.Option(False, "--json")) -> None:
+def list_(
+    limit: int = typer.Option(100, "--limit"), json_: bool = typer.Option(False, "--json")
+) -> None:
     """List devices with their users."""
     with output.api_errors():
         items = Certbus().identities.devices(limit=limit)
     output.emit_json(items) if json_ else output.table(
-        items, [("name", "device"), ("status", "status"), ("users", "users")])
+        items, [("name", "device"), ("status", "status"), ("users", "users")]
+    )
 
 
 @app.command()
@@ -31,5 +33,12 @@ def show(name: str, json_: bool = typer.Option(False, "--json")) -> None:
         output.console.print(f"[bold]{key:>8}[/bold]  {data.get(key)}")
     agent = data.get("agent") or {}
     output.console.print(f"[bold]{'agent':>8}[/bold]  {agent.get('status')} {agent.get('state')}")
-    output.table(data.get("locations", []), [("cert_id", "certificate"), ("store_path", "store"),
-                                             ("alias", "alias"), ("installed_at", "installed")])
+    output.table(
+        data.get("locations", []),
+        [
+            ("cert_id", "certificate"),
+            ("store_path", "store"),
+            ("alias", "alias"),
+            ("installed_at", "installed"),
+        ],
+    )

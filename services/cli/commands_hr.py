@@ -20,10 +20,12 @@ def onboard(
 ) -> None:
     """Announce a new user: certificates are issued and installed on each device."""
     with output.api_errors():
-        data = Certbus().hr.onboard(user, email=email, department=department, devices=device,
-                                    roles=role)
+        data = Certbus().hr.onboard(
+            user, email=email, department=department, devices=device, roles=role
+        )
     output.emit_json(data) if json_ else output.console.print(
-        f"user.onboarded accepted for [bold]{user}[/bold] (event {data['event_id']})")
+        f"user.onboarded accepted for [bold]{user}[/bold] (event {data['event_id']})"
+    )
 
 
 @app.command()
@@ -37,7 +39,8 @@ def offboard(
     with output.api_errors():
         data = Certbus().hr.offboard(user, mode=mode, comment=comment)
     output.emit_json(data) if json_ else output.console.print(
-        f"user.offboarded accepted for [bold]{user}[/bold] (event {data['event_id']})")
+        f"user.offboarded accepted for [bold]{user}[/bold] (event {data['event_id']})"
+    )
 
 
 @app.command()
@@ -57,6 +60,7 @@ def offboarding(user: str, json_: bool = typer.Option(False, "--json")) -> None:
     for key, ids in pending.items():
         if ids:
             output.console.print(f"  pending {key.replace('_', ' ')}: {', '.join(ids)}")
-    output.table(data.get("certificates", []),
-                 [("id", "id"), ("serial", "serial"), ("status", "status"),
-                  ("revoked_at", "revoked at")])
+    output.table(
+        data.get("certificates", []),
+        [("id", "id"), ("serial", "serial"), ("status", "status"), ("revoked_at", "revoked at")],
+    )

@@ -8,8 +8,14 @@ from services.cli.sdk import Certbus
 NAME = "jobs"
 app = typer.Typer(no_args_is_help=True, help="Jobs sent to agents.")
 
-COLUMNS = [("job_id", "job"), ("machine", "machine"), ("kind", "kind"), ("status", "status"),
-           ("error", "error"), ("updated_at", "updated")]
+COLUMNS = [
+    ("job_id", "job"),
+    ("machine", "machine"),
+    ("kind", "kind"),
+    ("status", "status"),
+    ("error", "error"),
+    ("updated_at", "updated"),
+]
 
 
 @app.command("list")
@@ -34,8 +40,19 @@ def show(job_id: str, json_: bool = typer.Option(False, "--json")) -> None:
     if json_:
         output.emit_json(job)
         return
-    for key in ("job_id", "machine", "kind", "status", "request_id", "cert_id", "target",
-                "error_code", "error", "created_at", "updated_at"):
+    for key in (
+        "job_id",
+        "machine",
+        "kind",
+        "status",
+        "request_id",
+        "cert_id",
+        "target",
+        "error_code",
+        "error",
+        "created_at",
+        "updated_at",
+    ):
         output.console.print(f"[bold]{key:>12}[/bold]  {job.get(key)}")
     if job.get("result"):
         output.emit_json(job["result"])

@@ -8,9 +8,15 @@ from services.cli.sdk import Certbus
 NAME = "stores"
 app = typer.Typer(no_args_is_help=True, help="Certificate stores on machines.")
 
-COLUMNS = [("id", "id"), ("machine", "machine"), ("store_type", "type"),
-           ("store_path", "path"), ("status", "status"), ("entries", "entries"),
-           ("inventoried_at", "inventoried")]
+COLUMNS = [
+    ("id", "id"),
+    ("machine", "machine"),
+    ("store_type", "type"),
+    ("store_path", "path"),
+    ("status", "status"),
+    ("entries", "entries"),
+    ("inventoried_at", "inventoried"),
+]
 
 
 @app.command("list")
@@ -37,7 +43,8 @@ def add(
         store = Certbus().stores.add(machine, store_path, store_type=store_type)
     output.emit_json(store) if json_ else output.console.print(
         f"store [bold]{store['id']}[/bold] ({store_type} {store_path} on {machine}); "
-        f"create job {store['job']['job_id']}")
+        f"create job {store['job']['job_id']}"
+    )
 
 
 @app.command()
@@ -58,12 +65,15 @@ def inventory(
     output.console.print(f"inventory job [bold]{job['job_id']}[/bold]: {job['status']}")
     entries = (job.get("result") or {}).get("entries", [])
     for entry in entries:
-        output.console.print(f"  {entry['alias']}  {entry['serial']}  {entry['subject']}  "
-                             f"until {entry['not_after']}")
+        output.console.print(
+            f"  {entry['alias']}  {entry['serial']}  {entry['subject']}  until {entry['not_after']}"
+        )
     total = (job.get("result_truncated") or {}).get("entries")
     if total:
-        output.console.print(f"  ({len(entries)} of {total} shown; certbus certs search "
-                             f"'Machine -eq \"{job['machine']}\"' lists them all)")
+        output.console.print(
+            f"  ({len(entries)} of {total} shown; certbus certs search "
+            f"'Machine -eq \"{job['machine']}\"' lists them all)"
+        )
 
 
 @app.command()
@@ -72,7 +82,8 @@ def approve(store_id: str, json_: bool = typer.Option(False, "--json")) -> None:
     with output.api_errors():
         store = Certbus().stores.approve(store_id)
     output.emit_json(store) if json_ else output.console.print(
-        f"store [bold]{store_id}[/bold] is {store['status']}")
+        f"store [bold]{store_id}[/bold] is {store['status']}"
+    )
 
 
 @app.command()
@@ -88,8 +99,10 @@ def enroll(
 ) -> None:
     """Issue a certificate into the store; the key is made on the machine and stays there."""
     with output.api_errors():
-        sent = Certbus().stores.enroll(store_id, template, subject, sans=san, alias=alias,
-                                       owner=owner, key_type=key_type)
+        sent = Certbus().stores.enroll(
+            store_id, template, subject, sans=san, alias=alias, owner=owner, key_type=key_type
+        )
     output.emit_json(sent) if json_ else output.console.print(
         f"request [bold]{sent['request_id']}[/bold]: job {sent['job']['job_id']} "
-        f"({'sent' if sent['created'] else 'already sent'})")
+        f"({'sent' if sent['created'] else 'already sent'})"
+    )

@@ -20,8 +20,15 @@ def list_(
     with output.api_errors():
         items = Certbus().identities.users(status=status, department=department, limit=limit)
     output.emit_json(items) if json_ else output.table(
-        items, [("user", "user"), ("email", "e-mail"), ("department", "department"),
-                ("status", "status"), ("devices", "devices")])
+        items,
+        [
+            ("user", "user"),
+            ("email", "e-mail"),
+            ("department", "department"),
+            ("status", "status"),
+            ("devices", "devices"),
+        ],
+    )
 
 
 @app.command()
@@ -34,5 +41,12 @@ def show(user: str, json_: bool = typer.Option(False, "--json")) -> None:
         return
     for key in ("user", "email", "department", "roles", "status", "devices", "certificates"):
         output.console.print(f"[bold]{key:>12}[/bold]  {data.get(key)}")
-    output.table(data.get("provisioning", []), [("device", "device"), ("template", "template"),
-                                                ("status", "status"), ("cert_id", "certificate")])
+    output.table(
+        data.get("provisioning", []),
+        [
+            ("device", "device"),
+            ("template", "template"),
+            ("status", "status"),
+            ("cert_id", "certificate"),
+        ],
+    )

@@ -42,8 +42,16 @@ def health(json_: bool = typer.Option(False, "--json", help="JSON output")) -> N
         output.emit_json(data)
     else:
         rows = [{"service": k, **v} for k, v in data.get("services", {}).items()]
-        output.table(rows, [("service", "service"), ("ok", "ok"), ("instance", "instance"),
-                            ("uptime_seconds", "uptime s")], title=f"status: {data.get('status')}")
+        output.table(
+            rows,
+            [
+                ("service", "service"),
+                ("ok", "ok"),
+                ("instance", "instance"),
+                ("uptime_seconds", "uptime s"),
+            ],
+            title=f"status: {data.get('status')}",
+        )
     if data.get("status") != "ok":
         raise typer.Exit(1)
 

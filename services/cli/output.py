@@ -22,13 +22,16 @@ def emit_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
-def table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]],
-          title: str | None = None) -> None:
+def table(
+    rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]], title: str | None = None
+) -> None:
     t = Table(title=title)
     for _, header in columns:
         t.add_column(header)
     for row in rows:
-        t.add_row(*(str(_dig(row, key) if _dig(row, key) is not None else "") for key, _ in columns))
+        t.add_row(
+            *(str(_dig(row, key) if _dig(row, key) is not None else "") for key, _ in columns)
+        )
     console.print(t)
 
 
@@ -57,4 +60,3 @@ def api_errors() -> Iterator[None]:
         if isinstance(exc, httpx.HTTPError):
             fail("unreachable", f"{exc} (is the gateway running? CERTBUS_URL)", 3)
         raise
-

@@ -69,4 +69,6 @@ def main() -> None:
 
     settings = GatewaySettings()
     logs.configure("gateway", settings.log_level)
-    uvicorn.run(build(settings), host=settings.gateway_host, port=settings.gateway_port, log_level="warning")
+    uvicorn.run(
+        build(settings), host=settings.gateway_host, port=settings.gateway_port, log_level="warning"
+    )

@@ -36,13 +36,18 @@ def main() -> int:
     var_dir = settings.var_dir.resolve()
     for port, what in ((settings.gateway_port, "gateway"), (settings.public_port, "public PKI")):
         if _port_in_use(port):
-            print(f"port {port} ({what}) is already in use: is certbus already running? "
-                  f"Set CERTBUS_{'GATEWAY' if what == 'gateway' else 'PUBLIC'}_PORT to move it.",
-                  file=sys.stderr)
+            print(
+                f"port {port} ({what}) is already in use: is certbus already running? "
+                f"Set CERTBUS_{'GATEWAY' if what == 'gateway' else 'PUBLIC'}_PORT to move it.",
+                file=sys.stderr,
+            )
             return 1
     if not settings.nats_url and _port_in_use(settings.nats_port):
-        print(f"port {settings.nats_port} (nats) is in use; set CERTBUS_NATS_PORT or "
-              "CERTBUS_NATS_URL", file=sys.stderr)
+        print(
+            f"port {settings.nats_port} (nats) is in use; set CERTBUS_NATS_PORT or "
+            "CERTBUS_NATS_URL",
+            file=sys.stderr,
+        )
         return 1
     agent_root = (settings.agent_root or var_dir / "agents" / settings.agent_machine).resolve()
     system = System(
@@ -73,8 +78,11 @@ def main() -> int:
         while not stopping:
             for proc in system.processes.values():
                 if not proc.running and not stopping:
-                    print(f"{proc.name} exited ({proc.popen.returncode if proc.popen else '?'}); "
-                          f"restarting — see {proc.log_path}", flush=True)
+                    print(
+                        f"{proc.name} exited ({proc.popen.returncode if proc.popen else '?'}); "
+                        f"restarting — see {proc.log_path}",
+                        flush=True,
+                    )
                     proc.start()
             time.sleep(1)
     finally:
@@ -97,7 +105,8 @@ def _banner(system: System, machine: str, agent_root: Path) -> None:
     for name, where in rows:
         print(f"  {name:<24} {where}")
     cli = ".venv/bin/certbus"
-    print(f"""
+    print(
+        f"""
 Try it (in another terminal):
   {cli} health
   {cli} hr onboard alice --email alice@example.com --device {machine}
@@ -107,7 +116,9 @@ Try it (in another terminal):
   curl -s {system.public_url}/crl/issuing-ec.crl | openssl crl -inform DER -noout -text
 
 Ctrl-C stops everything; the next `make run` reuses the CA and the data in {system.var_dir}.
-""", flush=True)
+""",
+        flush=True,
+    )
     os.environ.setdefault("CERTBUS_URL", system.gateway_url)
 
 

@@ -92,8 +92,13 @@ class System:
                 "PYTHONUNBUFFERED": "1",
             }
         )
-        env.update({k: v for k, v in os.environ.items() if k.startswith("CERTBUS_")
-                    and k not in ("CERTBUS_NATS_URL", "CERTBUS_VAR_DIR")})
+        env.update(
+            {
+                k: v
+                for k, v in os.environ.items()
+                if k.startswith("CERTBUS_") and k not in ("CERTBUS_NATS_URL", "CERTBUS_VAR_DIR")
+            }
+        )
         env.update(self.extra_env)
         return env
 
@@ -113,8 +118,12 @@ class System:
         logs = self.var_dir / "logs"
         env = self._env()
         for name in WORKERS:
-            self.processes[name] = Process(name, [py, "-m", f"services.{name}"], env, logs / f"{name}.log")
-        self.processes["gateway"] = Process("gateway", [py, "-m", "services.gateway"], env, logs / "gateway.log")
+            self.processes[name] = Process(
+                name, [py, "-m", f"services.{name}"], env, logs / f"{name}.log"
+            )
+        self.processes["gateway"] = Process(
+            "gateway", [py, "-m", "services.gateway"], env, logs / "gateway.log"
+        )
         for machine, root in self.agents.items():
             self.processes[f"agent:{machine}"] = Process(
                 f"agent:{machine}",

@@ -12,7 +12,9 @@ from tests.bench.common import RESULTS
 
 
 def main(argv: list[str]) -> int:
-    names = sorted(m.name for m in pkgutil.iter_modules(package.__path__) if m.name.startswith("bench_"))
+    names = sorted(
+        m.name for m in pkgutil.iter_modules(package.__path__) if m.name.startswith("bench_")
+    )
     wanted = [n for n in names if not argv or any(a in n for a in argv)]
     summary, failed = {}, []
     for name in wanted:

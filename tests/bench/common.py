@@ -31,8 +31,13 @@ class Timer:
 def report(name: str, figures: dict[str, Any]) -> dict[str, Any]:
     """Print ``figures`` and write them, with the machine, to bench-results/<name>.json."""
     RESULTS.mkdir(exist_ok=True)
-    data = {"benchmark": name, "machine": platform.machine(), "python": platform.python_version(),
-            "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **figures}
+    data = {
+        "benchmark": name,
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **figures,
+    }
     (RESULTS / f"{name}.json").write_text(json.dumps(data, indent=2, default=str))
     print(f"\n== {name}")
     for key, value in figures.items():

@@ -65,12 +65,21 @@ def test_onboarding_installs_verified_certificates_and_offboarding_revokes_and_r
 ) -> None:
     gw = system.gateway_url
     for user, devices in USERS.items():
-        post_hr(gw, {"type": "user.onboarded", "user": user, "email": f"{user}@example.com",
-                     "department": "engineering", "devices": devices})
+        post_hr(
+            gw,
+            {
+                "type": "user.onboarded",
+                "user": user,
+                "email": f"{user}@example.com",
+                "department": "engineering",
+                "devices": devices,
+            },
+        )
 
     def all_installed() -> bool:
-        return all(store_files(system.agents[m], u)["cert"].exists()
-                   for u, ds in USERS.items() for m in ds)
+        return all(
+            store_files(system.agents[m], u)["cert"].exists() for u, ds in USERS.items() for m in ds
+        )
 
     wait_until(all_installed, 120, "every device's store to hold its certificate")
 
@@ -84,8 +93,16 @@ def test_onboarding_installs_verified_certificates_and_offboarding_revokes_and_r
             root.write_text(chain[-1])
             untrusted = files["cert"].parent / "untrusted.pem"
             untrusted.write_text("".join(chain[:-1]))
-            verified = openssl("verify", "-CAfile", str(root), "-untrusted", str(untrusted),
-                               "-purpose", "sslclient", str(files["cert"]))
+            verified = openssl(
+                "verify",
+                "-CAfile",
+                str(root),
+                "-untrusted",
+                str(untrusted),
+                "-purpose",
+                "sslclient",
+                str(files["cert"]),
+            )
             assert verified.returncode == 0, verified.stderr.decode() + verified.stdout.decode()
             cert_key = openssl("x509", "-noout", "-pubkey", "-in", str(files["cert"])).stdout
             priv_key = openssl("pkey", "-pubout", "-in", str(files["key"])).stdout
@@ -102,7 +119,8 @@ def test_onboarding_installs_verified_certificates_and_offboarding_revokes_and_r
 
     listed = wait_until(alices_certificates, 30, "inventory to record every location")
     assert sorted(c["serial"] for c in listed) == sorted(
-        serials[f"alice@{m}"] for m in USERS["alice"])
+        serials[f"alice@{m}"] for m in USERS["alice"]
+    )
     one = httpx.get(f"{gw}/v1/certificates/{listed[0]['serial']}", timeout=10).json()
     assert one["id"] == listed[0]["id"]
     assert one["thumbprint_sha256"] and one["thumbprint_sha1"] and one["status"] == "active"
@@ -115,9 +133,12 @@ def test_onboarding_installs_verified_certificates_and_offboarding_revokes_and_r
         post_hr(gw, {"type": "user.offboarded", "user": user, "comment": "left the company"})
 
     def stores_empty() -> bool:
-        return not any(store_files(system.agents[m], u)["cert"].exists()
-                       or store_files(system.agents[m], u)["key"].exists()
-                       for u, ds in USERS.items() for m in ds)
+        return not any(
+            store_files(system.agents[m], u)["cert"].exists()
+            or store_files(system.agents[m], u)["key"].exists()
+            for u, ds in USERS.items()
+            for m in ds
+        )
 
     wait_until(stores_empty, 120, "the agents to remove every revoked certificate and key")
 
@@ -129,11 +150,14 @@ def test_onboarding_installs_verified_certificates_and_offboarding_revokes_and_r
             return None
         text = openssl("crl", "-inform", "DER", "-noout", "-text", input_=response.content)
         assert text.returncode == 0, text.stderr
-        listed_serials = {int(s, 16) for s in re.findall(r"Serial Number: ([0-9A-Fa-f]+)",
-                                                          text.stdout.decode())}
+        listed_serials = {
+            int(s, 16) for s in re.findall(r"Serial Number: ([0-9A-Fa-f]+)", text.stdout.decode())
+        }
         return response.content if wanted <= listed_serials else None
 
-    crl = x509.load_der_x509_crl(wait_until(crl_lists_everything, 30, "the CRL to list every serial"))
+    crl = x509.load_der_x509_crl(
+        wait_until(crl_lists_everything, 30, "the CRL to list every serial")
+    )
     for serial in wanted:
         entry = crl.get_revoked_certificate_by_serial_number(serial)
         assert entry is not None
@@ -142,8 +166,11 @@ def test_onboarding_installs_verified_certificates_and_offboarding_revokes_and_r
 
     completed = wait_until(
         lambda: (lambda evs: evs if {e["user"] for e in evs} == set(USERS) else None)(
-            read_subject(nats_url, "user.offboarding.completed")),
-        60, "user.offboarding.completed for every user")
+            read_subject(nats_url, "user.offboarding.completed")
+        ),
+        60,
+        "user.offboarding.completed for every user",
+    )
     for event in completed:
         devices = USERS[event["user"]]
         assert (event["found"], event["revoked"], event["removed"]) == (len(devices),) * 3
@@ -159,9 +186,17 @@ def test_onboarding_installs_verified_certificates_and_offboarding_revokes_and_r
 
     cli = subprocess.run(
         [sys.executable, "-m", "services.cli", "hr", "offboarding", "alice", "--json"],
-        capture_output=True, env={**os.environ, "CERTBUS_URL": gw}, timeout=60, check=False)
+        capture_output=True,
+        env={**os.environ, "CERTBUS_URL": gw},
+        timeout=60,
+        check=False,
+    )
     assert cli.returncode == 0, cli.stderr.decode()
     status = json.loads(cli.stdout)
     assert (status["status"], status["found"], status["revoked"], status["removed"]) == (
-        "completed", 2, 2, 2)
+        "completed",
+        2,
+        2,
+        2,
+    )
     assert status["completed_at"]

@@ -50,17 +50,23 @@ async def test_a_server_key_rule_installs_an_issuer_made_key_on_the_device(
 ) -> None:
     (tmp_path / "policy.yaml").write_text(POLICY)
     issuer = build_issuer(issuer_settings(tmp_path / "issuer", nats_url))
-    inventory = build_inventory(InventorySettings(
-        nats_url=nats_url, policy_file=tmp_path / "policy.yaml",
-        inventory_database_url=f"sqlite+aiosqlite:///{tmp_path / 'inv.db'}"))
-    kiosk = build_agent(AgentSettings(nats_url=nats_url, machine="kiosk-7",
-                                      root=tmp_path / "kiosk-7"))
+    inventory = build_inventory(
+        InventorySettings(
+            nats_url=nats_url,
+            policy_file=tmp_path / "policy.yaml",
+            inventory_database_url=f"sqlite+aiosqlite:///{tmp_path / 'inv.db'}",
+        )
+    )
+    kiosk = build_agent(
+        AgentSettings(nats_url=nats_url, machine="kiosk-7", root=tmp_path / "kiosk-7")
+    )
     reader = BusReader(nats_client)
     for rt in (issuer, inventory, kiosk):
         await rt.app.start()
     try:
-        await publish(nats_client, UserOnboarded(user="lobby", roles=["kiosk"],
-                                                 devices=["kiosk-7"]))
+        await publish(
+            nats_client, UserOnboarded(user="lobby", roles=["kiosk"], devices=["kiosk-7"])
+        )
         (installed,) = await reader.take(subjects.CERT_INSTALLED, 1, within=30)
         store = tmp_path / "kiosk-7" / "certs" / "machine-client"
         cert_file, key_file = store / "machine-client.crt", store / "machine-client.key"
@@ -73,7 +79,8 @@ async def test_a_server_key_rule_installs_an_issuer_made_key_on_the_device(
         async def located() -> dict[str, Any] | None:
             reply = await nats_client.request(
                 subjects.rpc("inventory", "certs.get"),
-                json.dumps({"id": installed["cert_id"]}).encode())
+                json.dumps({"id": installed["cert_id"]}).encode(),
+            )
             found = json.loads(reply.data).get("result")
             return found if found and found["locations"] else None
 
@@ -82,8 +89,9 @@ async def test_a_server_key_rule_installs_an_issuer_made_key_on_the_device(
         # No CSR went out: the key was not made on the device.
         assert await collect_subject(nats_url, subjects.CERT_REQUESTED, idle=0.3) == []
         completed = await collect_subject(nats_url, subjects.AGENT_JOB_COMPLETED, idle=0.3)
-        assert [c["result"].get("key_generation") for c in completed
-                if c["kind"] == "reenroll"] == ["server"]
+        assert [
+            c["result"].get("key_generation") for c in completed if c["kind"] == "reenroll"
+        ] == ["server"]
         for subject in ("agent.>", "cert.>"):
             for event in await collect_subject(nats_url, subject, idle=0.3):
                 assert "PRIVATE KEY" not in json.dumps(event)

@@ -21,13 +21,21 @@ def client(nats_url: str):
 def test_a_valid_hr_event_is_stored_on_the_bus_before_the_webhook_answers(
     client: TestClient, nats_url: str
 ) -> None:
-    r = client.post("/v1/hr/events", json={"type": "user.onboarded", "user": "dana",
-                                           "email": "dana@example.com", "devices": ["d1"]})
+    r = client.post(
+        "/v1/hr/events",
+        json={
+            "type": "user.onboarded",
+            "user": "dana",
+            "email": "dana@example.com",
+            "devices": ["d1"],
+        },
+    )
     assert r.status_code == 202
     body = r.json()
     stored = read_subject(nats_url, "user.onboarded")
     assert [(e["event_id"], e["user"], e["devices"]) for e in stored] == [
-        (body["event_id"], "dana", ["d1"])]
+        (body["event_id"], "dana", ["d1"])
+    ]
     assert stored[0]["actor"] == "hr-webhook"
 
 

@@ -46,8 +46,9 @@ async def api(nats_url: str, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]
 @pytest.fixture
 async def agent(nats_url: str, tmp_path: Path) -> AsyncIterator[Path]:
     root = tmp_path / MACHINE
-    rt = build_agent(AgentSettings(nats_url=nats_url, machine=MACHINE, root=root,
-                                   heartbeat_seconds=0.2))
+    rt = build_agent(
+        AgentSettings(nats_url=nats_url, machine=MACHINE, root=root, heartbeat_seconds=0.2)
+    )
     await rt.app.start()
     yield root
     await rt.app.stop()
@@ -81,14 +82,18 @@ async def test_an_unknown_agent_waits_for_approval_then_manages_its_stores(
 
     (pending,) = await eventually(registered)
     assert pending["machine"] == MACHINE and pending["decided_by"] is None
-    refused = await api.post("/v1/stores", json={"machine": MACHINE, "store_type": "jks",
-                                                 "store_path": "app/keystore.jks"})
+    refused = await api.post(
+        "/v1/stores",
+        json={"machine": MACHINE, "store_type": "jks", "store_path": "app/keystore.jks"},
+    )
     assert refused.status_code == 409 and refused.json()["error"]["code"] == "agent_not_approved"
 
     approved = await api.post(f"/v1/agents/{MACHINE}/approve")
     assert approved.json()["status"] == "approved"
-    added = await api.post("/v1/stores", json={"machine": MACHINE, "store_type": "jks",
-                                               "store_path": "app/keystore.jks"})
+    added = await api.post(
+        "/v1/stores",
+        json={"machine": MACHINE, "store_type": "jks", "store_path": "app/keystore.jks"},
+    )
     assert added.status_code == 202
     created = await done(api, added.json()["job"])
     assert created["status"] == "completed" and created["result"]["created"] is True
@@ -117,26 +122,35 @@ async def test_discovery_and_inventory_find_a_foreign_certificate_and_report_dri
 
     report = await done(api, (await api.post(f"/v1/stores/{found['id']}/inventory")).json())
     assert [e["serial"] for e in report["result"]["entries"]] == [
-        pki.render_serial(legacy.serial_number)]
+        pki.render_serial(legacy.serial_number)
+    ]
 
     (drift,) = (await api.get("/v1/drift", params={"machine": MACHINE})).json()["items"]
     assert drift["kind"] == "unexpected" and drift["reason"] == "not issued by certbus"
-    page = (await api.get("/v1/certificates", params={
-        "query": 'Source -eq discovered AND CN -eq "legacy.example.com"'})).json()
+    page = (
+        await api.get(
+            "/v1/certificates",
+            params={"query": 'Source -eq discovered AND CN -eq "legacy.example.com"'},
+        )
+    ).json()
     assert page["total"] == 1
     cert = page["items"][0]
     assert cert["serial"] == pki.render_serial(legacy.serial_number)
     assert cert["issuer"] == "CN=legacy.example.com"
     locations = (await api.get(f"/v1/certificates/{cert['id']}/locations")).json()["items"]
     assert [(loc["machine"], loc["store_path"], loc["alias"]) for loc in locations] == [
-        (MACHINE, "etc/ssl", "legacy")]
+        (MACHINE, "etc/ssl", "legacy")
+    ]
 
 
 async def test_an_agent_that_goes_silent_is_shown_offline(
     api: httpx.AsyncClient, nats_url: str, tmp_path: Path
 ) -> None:
-    rt = build_agent(AgentSettings(nats_url=nats_url, machine="quiet-01", root=tmp_path / "q",
-                                   heartbeat_seconds=0.2))
+    rt = build_agent(
+        AgentSettings(
+            nats_url=nats_url, machine="quiet-01", root=tmp_path / "q", heartbeat_seconds=0.2
+        )
+    )
     await rt.app.start()
 
     async def state() -> str | None:
@@ -153,8 +167,13 @@ async def test_an_agent_that_goes_silent_is_shown_offline(
 
 
 async def test_unknown_things_are_404_with_a_code(api: httpx.AsyncClient) -> None:
-    for path in ("/v1/jobs/nope", "/v1/certificates/nope/history", "/v1/hr/offboardings/nobody",
-                 "/v1/users/nobody", "/v1/devices/nothing"):
+    for path in (
+        "/v1/jobs/nope",
+        "/v1/certificates/nope/history",
+        "/v1/hr/offboardings/nobody",
+        "/v1/users/nobody",
+        "/v1/devices/nothing",
+    ):
         response = await api.get(path)
         assert response.status_code == 404, path
         assert response.json()["error"]["code"] == "not_found"

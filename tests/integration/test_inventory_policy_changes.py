@@ -105,8 +105,11 @@ async def test_a_disable_mode_offboarding_completes_when_every_certificate_is_di
     await publish(nats_client, UserOffboarded(user="hana", mode=OffboardingMode.DISABLE))
 
     async def opened() -> dict[str, Any] | None:
-        reply = await nats_client.request(subjects.rpc("inventory", "offboarding.get"),
-                                          json.dumps({"user": "hana"}).encode(), timeout=10)
+        reply = await nats_client.request(
+            subjects.rpc("inventory", "offboarding.get"),
+            json.dumps({"user": "hana"}).encode(),
+            timeout=10,
+        )
         return json.loads(reply.data).get("result")
 
     progress = await eventually(opened)

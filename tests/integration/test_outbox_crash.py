@@ -41,13 +41,21 @@ CHILD = textwrap.dedent(
 async def test_an_event_committed_before_a_kill_is_published_at_the_next_start(
     nats_url: str, database_url: str, tmp_path: Path
 ) -> None:
-    child = subprocess.run([sys.executable, "-c", CHILD, nats_url, database_url],
-                           env={**os.environ}, capture_output=True, timeout=60)
+    child = subprocess.run(  # noqa: ASYNC221 - the child must finish (and be killed) first
+        [sys.executable, "-c", CHILD, nats_url, database_url],
+        env={**os.environ},
+        capture_output=True,
+        timeout=60,
+    )
     assert child.returncode == -9, child.stderr.decode()
     assert await collect_subject(nats_url, "cert.rejected", idle=0.3) == []
 
-    rt = ServiceRuntime("crashy", CommonSettings(nats_url=nats_url),
-                        db=Database(database_url, schema="crashy"), tables=[])
+    rt = ServiceRuntime(
+        "crashy",
+        CommonSettings(nats_url=nats_url),
+        db=Database(database_url, schema="crashy"),
+        tables=[],
+    )
     await rt.app.start()
     try:
         assert rt.relay is not None

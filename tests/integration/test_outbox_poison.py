@@ -18,8 +18,12 @@ pytestmark = pytest.mark.integration
 async def test_an_event_larger_than_the_bus_allows_is_parked_and_the_others_still_go_out(
     nats_url: str, database_url: str
 ) -> None:
-    rt = ServiceRuntime("poison", CommonSettings(nats_url=nats_url),
-                        db=Database(database_url, schema="poison"), tables=[])
+    rt = ServiceRuntime(
+        "poison",
+        CommonSettings(nats_url=nats_url),
+        db=Database(database_url, schema="poison"),
+        tables=[],
+    )
     await rt.app.start()
     try:
         assert rt.relay is not None and rt.db is not None

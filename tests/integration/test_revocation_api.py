@@ -141,8 +141,12 @@ async def test_bad_reasons_missing_comments_and_unknown_certificates_are_refused
         (lambda cb: cb.revocation.revoke(certs[0].cert_id, reason="bored", comment="x"), 422),
         (lambda cb: cb.revocation.revoke(certs[0].cert_id, reason=1, comment=" "), 422),
         (lambda cb: cb.revocation.revoke("no-such-cert", reason=1, comment="x"), 404),
-        (lambda cb: cb.revocation.revoke(certs[0].cert_id, reason=1, comment="x",
-                                         effective_at="2099-01-01T00:00:00Z"), 422),
+        (
+            lambda cb: cb.revocation.revoke(
+                certs[0].cert_id, reason=1, comment="x", effective_at="2099-01-01T00:00:00Z"
+            ),
+            422,
+        ),
     ):
         with pytest.raises(CertbusError) as err:
             await sdk_call(gateway_url, call)

@@ -3,9 +3,8 @@ revoked, once, and a leaver's later certificates are revoked on arrival."""
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from collections.abc import AsyncIterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -133,8 +132,9 @@ async def test_a_certificate_reaching_an_offboarded_user_later_is_revoked_at_onc
     )
     assert {r["correlation_id"] for r in revoked} == {leaving.correlation_id}
     # Revoked when they were seen, not back-dated to the offboarding (before they existed).
-    assert all(datetime.fromisoformat(r["revoked_at"]) >= late_for_carol.occurred_at
-               for r in revoked)
+    assert all(
+        datetime.fromisoformat(r["revoked_at"]) >= late_for_carol.occurred_at for r in revoked
+    )
 
 
 async def test_offboarding_in_disable_mode_revokes_nothing(

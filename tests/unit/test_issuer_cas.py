@@ -26,7 +26,9 @@ def test_first_start_creates_a_p384_root_and_a_p256_issuing_ca(tmp_path: Path) -
 def test_keys_are_encrypted_pkcs8_files_only_the_owner_can_read(tmp_path: Path) -> None:
     open_hierarchy(tmp_path, b"pw-2", select_cas(["issuing-ec"]), "http://pki.test")
     data = key_path(tmp_path, "issuing-ec").read_bytes()
-    assert data.split(b"\n", 1)[0].strip(b"-") == b"BEGIN ENCRYPTED PRIVATE KEY"  # PKCS#8, encrypted
+    assert (
+        data.split(b"\n", 1)[0].strip(b"-") == b"BEGIN ENCRYPTED PRIVATE KEY"
+    )  # PKCS#8, encrypted
     assert stat.S_IMODE(key_path(tmp_path, "issuing-ec").stat().st_mode) == 0o600
     with pytest.raises((TypeError, ValueError)):
         serialization.load_pem_private_key(data, password=None)

@@ -32,8 +32,14 @@ async def list_certificates(
     return await bus.call(
         "inventory",
         "certs.list",
-        {"owner": owner, "query": query, "status": status, "limit": limit, "offset": offset,
-         "sort": sort},
+        {
+            "owner": owner,
+            "query": query,
+            "status": status,
+            "limit": limit,
+            "offset": offset,
+            "sort": sort,
+        },
     )
 
 

@@ -54,8 +54,12 @@ async def post_event(
             422, "validation_error", f"{'.'.join(map(str, first['loc']))}: {first['msg']}", details
         ) from exc
     await bus.publish(event)
-    return {"accepted": True, "event_id": event.event_id, "type": event.subject,
-            "correlation_id": event.correlation_id}
+    return {
+        "accepted": True,
+        "event_id": event.event_id,
+        "type": event.subject,
+        "correlation_id": event.correlation_id,
+    }
 
 
 @router.get(
