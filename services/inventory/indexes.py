@@ -77,8 +77,18 @@ SQLITE_DDL = (
 )
 
 
+LATER_INDEXES = (
+    # Added after the first release: create_all makes indexes only with a new table.
+    "CREATE INDEX IF NOT EXISTS ix_inventory_certificate_field_lower_name "
+    "ON inventory_certificate_field (lower(field), lower(value))",
+)
+
+
 async def ensure_search_indexes(db: Database) -> bool:
     """Create the text indexes if missing; whether ``-contains`` can use one."""
+    async with db.engine.begin() as conn:
+        for statement in LATER_INDEXES:
+            await conn.execute(text(statement))
     try:
         async with db.engine.begin() as conn:
             if is_sqlite(db.engine):

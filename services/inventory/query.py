@@ -365,8 +365,10 @@ class Compiler:
         )
 
     def metadata(self, c: Comparison) -> ColumnElement[bool]:
+        # Field names ignore case, like every other name in the language.
         of_cert = and_(
-            CertificateField.cert_id == Certificate.cert_id, CertificateField.field == c.field
+            CertificateField.cert_id == Certificate.cert_id,
+            func.lower(CertificateField.field) == c.field.lower(),
         )
         if c.value is None:
             if c.op != "-eq":

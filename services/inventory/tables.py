@@ -117,6 +117,11 @@ Index(
     CertificateField.__table__.c.field,
     func.lower(CertificateField.__table__.c.value),
 )
+Index(
+    "ix_inventory_certificate_field_lower_name",
+    func.lower(CertificateField.__table__.c.field),
+    func.lower(CertificateField.__table__.c.value),
+)
 
 
 class Location(SQLModel, table=True):

@@ -118,6 +118,8 @@ CASES = [
         ("Store -eq srv/tls.p12", []),
         ("Store -eq NULL", ["a2", "b1", "c1", "d1"]),
         ("costCenter -eq 42", ["a2"]),
+        ("COSTCENTER -eq 42", ["a2"]),
+        ("costcenter -startswith 4", ["a2"]),
         ("costCenter -ne 42", ["a1", "b1", "c1", "d1"]),
         ("costCenter -eq NULL", ["a1", "b1", "c1", "d1"]),
         ("NOT CN -eq alice AND NOT CN -eq bob", ["a2", "c1", "d1"]),
