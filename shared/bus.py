@@ -16,7 +16,7 @@ import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, TypedDict, TypeVar
 
 import nats
 from faststream import AckPolicy, Context
@@ -36,6 +36,14 @@ log = logging.getLogger("certbus.bus")
 E = TypeVar("E", bound=Event)
 BatchHandler = Callable[[list[E]], Awaitable[None]]
 InvalidHandler = Callable[[bytes, str, str], Awaitable[None]]
+
+
+class _DurableServerConfig(TypedDict):
+    """The fields of a durable's ``ConsumerConfig`` this module keeps the server holding."""
+
+    max_deliver: int
+    ack_wait: float
+    max_ack_pending: int
 
 
 def make_broker(nats_url: str, service: str) -> NatsBroker:
@@ -172,7 +180,11 @@ def durable_consumer(
     event_model = model or model_for(subject)
     # What the server must hold for this consumer. A durable made by an earlier version (with a
     # server-side max_deliver, which drops a message whose last delivery crashed) is updated.
-    server_config = {"max_deliver": -1, "ack_wait": ack_wait, "max_ack_pending": MAX_ACK_PENDING}
+    server_config: _DurableServerConfig = {
+        "max_deliver": -1,
+        "ack_wait": ack_wait,
+        "max_ack_pending": MAX_ACK_PENDING,
+    }
     next_reconcile: float | None = 0.0
 
     async def _reconcile() -> None:

@@ -11,15 +11,15 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 from nats.errors import BadSubjectError, MaxPayloadError
-from sqlalchemy import Column, Text, delete, insert, select
+from sqlalchemy import Column, Row, Text, delete, insert, select
 from sqlmodel import Field, SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared import subjects
-from shared.db import Database
+from shared.db import Database, table_of
 from shared.events import Event
 
 log = logging.getLogger("certbus.outbox")
@@ -85,11 +85,12 @@ class OutboxRelay:
             return await self._flush()
 
     async def _flush(self) -> int:
-        table = OutboxMessage.__table__  # type: ignore[attr-defined]
+        table = table_of(OutboxMessage)
         sent = 0
         while True:
             async with self._db.engine.connect() as conn:
-                rows = (
+                # (id, subject, event_id, payload)
+                rows: Sequence[Row[int, str, str, str]] = (
                     await conn.execute(
                         select(table.c.id, table.c.subject, table.c.event_id, table.c.payload)
                         .order_by(table.c.id)
@@ -116,8 +117,8 @@ class OutboxRelay:
             async with self._db.engine.begin() as conn:
                 if refused:
                     await conn.execute(
-                        insert(ParkedOutboxMessage.__table__),
-                        [  # type: ignore[attr-defined]
+                        insert(table_of(ParkedOutboxMessage)),
+                        [
                             {
                                 "event_id": row[2],
                                 "subject": row[1],
@@ -140,7 +141,7 @@ class OutboxRelay:
                 )
                 raise RuntimeError(f"{failed} of {len(rows)} events not published: {first!r}")
 
-    async def _park(self, row: tuple, exc: BaseException) -> None:  # type: ignore[type-arg]
+    async def _park(self, row: Row[int, str, str, str], exc: BaseException) -> None:
         """Say on the dead-letter subject that an event was refused; the event stays in the db."""
         _, subject, event_id, payload = row
         notice = {

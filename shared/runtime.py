@@ -27,7 +27,7 @@ from shared.bus import (
     make_broker,
     rpc_endpoint,
 )
-from shared.db import Database
+from shared.db import Database, table_of
 from shared.events import Event
 from shared.settings import CommonSettings
 from shared.subjects import RPC_PING
@@ -53,7 +53,7 @@ class ServiceRuntime:
         self.publisher = EventPublisher(self.broker)
         self.db = db
         self._tables = (
-            [*tables, outbox.OutboxMessage.__table__, outbox.ParkedOutboxMessage.__table__]
+            [*tables, table_of(outbox.OutboxMessage), table_of(outbox.ParkedOutboxMessage)]
             if tables is not None
             else None
         )

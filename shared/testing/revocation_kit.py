@@ -160,13 +160,16 @@ def crl_published(
     import hashlib
 
     crl = x509.load_der_x509_crl(der)
+    next_update = crl.next_update_utc
+    if next_update is None:
+        raise ValueError("the CRL has no nextUpdate")
     return CrlPublished(
         ca=ca,
         crl_number=number,
         delta=delta_of is not None,
         base_crl_number=delta_of,
         this_update=crl.last_update_utc,
-        next_update=crl.next_update_utc,
+        next_update=next_update,
         entries=entries,
         object_name=object_name,
         sha256=hashlib.sha256(der).hexdigest(),
