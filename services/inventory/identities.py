@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlmodel import select
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.inventory import jobs
@@ -59,6 +59,19 @@ async def prefetch(session: AsyncSession, events: list[UserOnboarded]) -> None:
         found = await session.exec(select(Store).where(Store.machine.in_(devices)))  # type: ignore[attr-defined]
         stores.update({s.id: s for s in found.all()})
     session.info["inventory_store_machines"] = devices
+    # A device can be assigned to a user before the user's onboarding is handled (they are
+    # separate subjects): such a user has no row yet but has links, so is not "fresh".
+    users = [ev.user for ev in events]
+    linked = await session.exec(select(UserDevice.user).where(col(UserDevice.user).in_(users)))
+    session.info.setdefault("inventory_linked_users", set()).update(linked.all())
+    session.info.setdefault("inventory_link_checked", set()).update(users)
+
+
+async def _has_links(session: AsyncSession, user: str) -> bool:
+    if user in session.info.get("inventory_link_checked", ()):
+        return user in session.info.get("inventory_linked_users", ())
+    found = await session.exec(select(UserDevice.device).where(UserDevice.user == user).limit(1))
+    return found.first() is not None
 
 
 async def upsert_user(session: AsyncSession, ev: UserOnboarded) -> User:
@@ -66,7 +79,8 @@ async def upsert_user(session: AsyncSession, ev: UserOnboarded) -> User:
     if user is None:
         user = User(user=ev.user)
         prefetch_module.added(session, user, ev.user)
-        _fresh(session).add(ev.user)
+        if not await _has_links(session, ev.user):
+            _fresh(session).add(ev.user)
     user.email, user.department, user.roles = ev.email, ev.department, list(ev.roles)
     left_at = as_utc(user.offboarded_at)
     if (

@@ -11,11 +11,13 @@ from shared.events import (
     AgentJob,
     CertIssued,
     CertRejected,
+    CertRevocationRequested,
     Event,
     JobKind,
     StoreTarget,
     derived_id,
 )
+from shared.pki import RevocationReason
 
 
 async def prefetch_issued(session: AsyncSession, events: list[CertIssued]) -> None:
@@ -28,10 +30,12 @@ async def prefetch_issued(session: AsyncSession, events: list[CertIssued]) -> No
                         {derived_id("job", e.cert_id, "add") for e in events})  # fmt: skip
 
 
-async def issued(session: AsyncSession, ev: CertIssued) -> list[AgentJob]:
+async def issued(session: AsyncSession, ev: CertIssued) -> list[Event]:
     """Record the certificate and, when it was asked for a store, send the install job."""
     cert, new = await catalog.record_issued(session, ev)
     request = await prefetch.lookup(session, ProvisioningRequest, ev.request_id)
+    if request is not None and request.status == "retired":
+        return _issued_for_a_retired_slot(request, ev, cert, new)
     if request is not None and request.status in ("waiting", "failed"):
         request.status, request.cert_id, request.error = "issued", ev.cert_id, None
         request.updated_at = utcnow()
@@ -42,6 +46,27 @@ async def issued(session: AsyncSession, ev: CertIssued) -> list[AgentJob]:
         return []
     job = await install_job(session, ev, cert, target)
     return [job] if job else []
+
+
+def _issued_for_a_retired_slot(
+    request: ProvisioningRequest, ev: CertIssued, cert: Certificate, new: bool
+) -> list[Event]:
+    """Issued for a slot that closed meanwhile (its device left the user while the agent was
+    away): not installed, and revoked as the slot's certificate would have been."""
+    if request.cert_id is None:
+        request.cert_id = ev.cert_id
+    if not new or cert.status == "revoked":
+        return []
+    return [
+        ev.caused(
+            CertRevocationRequested,
+            event_id=derived_id("retired-on-issue", ev.cert_id),
+            cert_ids=[ev.cert_id],
+            reason=RevocationReason.AFFILIATION_CHANGED,
+            comment=f"issued after {request.template} on {request.device} was retired "
+            f"for {request.user}",
+        )
+    ]
 
 
 async def install_job(

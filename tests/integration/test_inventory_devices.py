@@ -292,12 +292,6 @@ async def test_users_and_devices_are_listed_filtered_and_paged(
         assert (answer["error"]["code"], answer["error"]["status"]) == (code, status)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a device.assigned handled before its user's user.onboarded (separate consumers, no "
-    "order between subjects) is never provisioned: services/inventory/identities.py "
-    "devices_of() answers only this event's links for a user created in the transaction",
-)
 async def test_a_device_assigned_before_the_user_is_onboarded_is_provisioned_with_the_rest(
     inventory: ServiceRuntime, nats_client: Any
 ) -> None:
@@ -323,12 +317,6 @@ async def test_a_device_assigned_before_the_user_is_onboarded_is_provisioned_wit
     assert {p["device"] for p in user["provisioning"]} == {"pat-desktop", "pat-laptop"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a user.onboarded naming a device that device.assigned already linked to the user "
-    "is dead-lettered (UNIQUE inventory_user_device): services/inventory/identities.py link() "
-    "inserts without looking for the row when the user row is new (_fresh)",
-)
 async def test_an_onboarding_naming_a_device_already_assigned_to_the_user_is_applied(
     inventory: ServiceRuntime, nats_client: Any
 ) -> None:
@@ -350,13 +338,6 @@ async def test_an_onboarding_naming_a_device_already_assigned_to_the_user_is_app
     assert (user["email"], user["devices"]) == ("quin@example.com", ["quin-laptop"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="inventory installs a certificate issued for a provisioning request that "
-    "device.unassigned / device.decommissioned retired (services/inventory/provisioning.py "
-    "issued(): only an offboarded owner stops the install job, a 'retired' request does not) "
-    "and asks for no revocation of it",
-)
 @pytest.mark.parametrize("leaves", ["unassigned", "decommissioned"])
 async def test_a_certificate_issued_after_its_device_left_the_user_is_not_installed_there(
     inventory: ServiceRuntime, nats_client: Any, leaves: str
