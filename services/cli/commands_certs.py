@@ -52,11 +52,12 @@ def show(cert_id: str, json_: bool = typer.Option(False, "--json")) -> None:
         "thumbprint_sha1",
         "thumbprint_sha256",
     ):
-        output.console.print(f"[bold]{key:>18}[/bold]  {cert.get(key)}")
+        output.console.print(f"[bold]{key:>18}[/bold]  {output.esc(cert.get(key))}")
     for loc in cert.get("locations", []):
         output.console.print(
-            f"{'location':>18}  {loc.get('machine')}:{loc.get('store_path')} "
-            f"({loc.get('store_type')}, {loc.get('alias')})"
+            f"{'location':>18}  {output.esc(loc.get('machine'))}:"
+            f"{output.esc(loc.get('store_path'))} "
+            f"({loc.get('store_type')}, {output.esc(loc.get('alias'))})"
         )
 
 

@@ -30,7 +30,7 @@ def show(name: str, json_: bool = typer.Option(False, "--json")) -> None:
         output.emit_json(data)
         return
     for key in ("name", "status", "users"):
-        output.console.print(f"[bold]{key:>8}[/bold]  {data.get(key)}")
+        output.console.print(f"[bold]{key:>8}[/bold]  {output.esc(data.get(key))}")
     agent = data.get("agent") or {}
     output.console.print(f"[bold]{'agent':>8}[/bold]  {agent.get('status')} {agent.get('state')}")
     output.table(

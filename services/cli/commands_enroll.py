@@ -25,7 +25,7 @@ def _summary(cert: dict[str, Any], wrote: Path | None) -> None:
         "not_after",
         "thumbprint_sha256",
     ):
-        output.console.print(f"[bold]{key:>18}[/bold]  {cert.get(key)}")
+        output.console.print(f"[bold]{key:>18}[/bold]  {output.esc(cert.get(key))}")
     if wrote:
         output.console.print(f"{'written':>18}  {wrote}")
 

@@ -53,6 +53,6 @@ def show(job_id: str, json_: bool = typer.Option(False, "--json")) -> None:
         "created_at",
         "updated_at",
     ):
-        output.console.print(f"[bold]{key:>12}[/bold]  {job.get(key)}")
+        output.console.print(f"[bold]{key:>12}[/bold]  {output.esc(job.get(key))}")
     if job.get("result"):
         output.emit_json(job["result"])

@@ -95,7 +95,10 @@ def compare(
     else:
         output.console.print("match" if result["match"] else "differs")
         for name, diff in result.get("differences", {}).items():
-            output.console.print(f"  {name}: expected {diff['expected']!r}, is {diff['actual']!r}")
+            output.console.print(
+                f"  {output.esc(name)}: expected {output.esc(repr(diff['expected']))}, "
+                f"is {output.esc(repr(diff['actual']))}"
+            )
     if not result["match"]:
         raise typer.Exit(1)
 

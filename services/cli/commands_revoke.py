@@ -37,7 +37,7 @@ def _print_one(result: dict[str, Any]) -> None:
     output.console.print(
         f"{verb} [bold]{result.get('serial')}[/bold] ({result.get('issuer_ca')}): "
         f"{revocation.get('reason')} at {revocation.get('revoked_at')}: "
-        f"{revocation.get('comment')}"
+        f"{output.esc(revocation.get('comment'))}"
     )
 
 

@@ -66,7 +66,8 @@ def inventory(
     entries = (job.get("result") or {}).get("entries", [])
     for entry in entries:
         output.console.print(
-            f"  {entry['alias']}  {entry['serial']}  {entry['subject']}  until {entry['not_after']}"
+            f"  {output.esc(entry['alias'])}  {entry['serial']}  "
+            f"{output.esc(entry['subject'])}  until {entry['not_after']}"
         )
     total = (job.get("result_truncated") or {}).get("entries")
     if total:

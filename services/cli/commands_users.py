@@ -40,7 +40,7 @@ def show(user: str, json_: bool = typer.Option(False, "--json")) -> None:
         output.emit_json(data)
         return
     for key in ("user", "email", "department", "roles", "status", "devices", "certificates"):
-        output.console.print(f"[bold]{key:>12}[/bold]  {data.get(key)}")
+        output.console.print(f"[bold]{key:>12}[/bold]  {output.esc(data.get(key))}")
     output.table(
         data.get("provisioning", []),
         [

@@ -10,7 +10,9 @@ from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from services.cli.sdk import CertbusError
 
@@ -29,10 +31,18 @@ def table(
     for _, header in columns:
         t.add_column(header)
     for row in rows:
-        t.add_row(
-            *(str(_dig(row, key) if _dig(row, key) is not None else "") for key, _ in columns)
-        )
+        # Text, not markup: a subject such as "CN=web [prod]" is shown as it is.
+        t.add_row(*(Text(_cell(_dig(row, key))) for key, _ in columns))
     console.print(t)
+
+
+def _cell(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def esc(value: Any) -> str:
+    """A value to put into a line printed with markup, shown as it is."""
+    return escape(_cell(value))
 
 
 def _dig(row: dict[str, Any], key: str) -> Any:
@@ -43,7 +53,7 @@ def _dig(row: dict[str, Any], key: str) -> Any:
 
 
 def fail(code: str, message: str, exit_code: int = 1) -> NoReturn:
-    err_console.print(f"[red]error[/red] {code}: {message}")
+    err_console.print(f"[red]error[/red] {esc(code)}: {esc(message)}")
     raise typer.Exit(exit_code)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import func
 from sqlmodel import select
@@ -27,10 +27,17 @@ from services.inventory.tables import (
 from services.inventory.timeutil import iso
 from shared.bus import RpcError
 from shared.clock import utcnow
-from shared.events import Event, JobKind, StoreTarget, derived_id, new_id
+from shared.events import (
+    STORE_TYPES,
+    Event,
+    JobKind,
+    StoreTarget,
+    StoreType,
+    derived_id,
+    is_store_type,
+    new_id,
+)
 from shared.runtime import ServiceRuntime
-
-STORE_TYPES = ("pem", "pkcs12", "jks")
 
 
 def _page(req: dict[str, Any]) -> tuple[int, int]:
@@ -42,6 +49,15 @@ def _required(req: dict[str, Any], key: str) -> str:
     if not value:
         raise RpcError("invalid_request", f"{key} is required", 422)
     return value
+
+
+async def _refuse_unapproved(session: AsyncSession, machine: str) -> None:
+    """Jobs go to approved agents, or to machines whose agent has not registered yet."""
+    agent = await session.get(Agent, machine)
+    if agent is not None and agent.status != "approved":
+        raise RpcError(
+            "agent_not_approved", f"the agent on {machine} is {agent.status}; approve it first", 409
+        )
 
 
 class AdminApi:
@@ -191,13 +207,7 @@ class AdminApi:
     async def _send(self, req: dict[str, Any], **fields: Any) -> dict[str, Any]:
         machine = fields["machine"]
         async with self.rt.unit_of_work() as uow:
-            agent = await uow.session.get(Agent, machine)
-            if agent is not None and agent.status != "approved":
-                raise RpcError(
-                    "agent_not_approved",
-                    f"the agent on {machine} is {agent.status}; approve it first",
-                    409,
-                )
+            await _refuse_unapproved(uow.session, machine)
             cause = Event(actor=str(req.get("actor") or "api"))
             fields.setdefault("job_id", new_id())
             job = await jobs.send(uow.session, cause, **fields)
@@ -229,14 +239,16 @@ class AdminApi:
         """Register a store on a machine and have the agent create it."""
         machine, store_path = _required(req, "machine"), _required(req, "store_path")
         store_type = str(req.get("store_type") or "pem")
-        if store_type not in STORE_TYPES:
+        if not is_store_type(store_type):
             raise RpcError("invalid_store_type", f"store_type must be one of {STORE_TYPES}", 422)
         target = StoreTarget(
             machine=machine,
             store_type=store_type,
-            store_path=store_path,  # type: ignore[arg-type]
+            store_path=store_path,
             alias="-",
         )
+        async with self.db.session() as s:
+            await _refuse_unapproved(s, machine)  # before the store exists, not after
         async with self.rt.unit_of_work() as uow:
             row = await stores.record_store(uow.session, target, source="api")
             row.status = "approved"
@@ -273,7 +285,7 @@ class AdminApi:
         row = await self._store(_required(req, "id"), approved=True)
         target = StoreTarget(
             machine=row.machine,
-            store_type=row.store_type,  # type: ignore[arg-type]
+            store_type=cast(StoreType, row.store_type),
             store_path=row.store_path,
             alias="-",
         )
@@ -293,7 +305,7 @@ class AdminApi:
             "enroll", row.id, alias, template, subject))  # fmt: skip
         target = StoreTarget(
             machine=row.machine,
-            store_type=row.store_type,  # type: ignore[arg-type]
+            store_type=cast(StoreType, row.store_type),
             store_path=row.store_path,
             alias=alias,
         )

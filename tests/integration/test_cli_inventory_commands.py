@@ -440,12 +440,6 @@ async def test_renewals_start_and_list_through_the_cli_and_the_api(stack: Stack)
         (DESK, "user-client-amy", True)]  # fmt: skip
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: services/inventory/admin_api.py:240-244 stores_add commits the store row "
-    "(status approved) in its own unit of work before _send refuses with agent_not_approved, "
-    "so a refused `stores add` leaves a store nobody created in `stores list`",
-)
 async def test_a_refused_stores_add_leaves_no_store_behind(stack: Stack) -> None:
     async def pending() -> bool:
         items = (await stack.http.get("/v1/agents", params={"status": "pending"})).json()["items"]
@@ -456,12 +450,6 @@ async def test_a_refused_stores_add_leaves_no_store_behind(stack: Stack) -> None
     assert (await cli(stack, "stores", "list", "--machine", WEB, "--json")).json() == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: services/cli/output.py:32-35 (table) passes values to rich as markup, so "
-    "'[prod]' in a certificate's subject is dropped from the table and '[/old]' crashes "
-    "the command with rich.errors.MarkupError",
-)
 async def test_the_table_shows_a_subject_with_square_brackets_as_it_is(stack: Stack) -> None:
     from cryptography.hazmat.primitives.serialization import Encoding
 
@@ -486,12 +474,6 @@ async def test_the_table_shows_a_subject_with_square_brackets_as_it_is(stack: St
     assert "CN=web [prod] [/old]" in table.out, table
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: services/cli/output.py:46 fail() prints the API's error message as rich "
-    "markup; a message quoting '[/x]' (here the bad Status value) crashes the CLI with "
-    "rich.errors.MarkupError and a traceback (exit 1) instead of exit 2 with invalid_query",
-)
 async def test_an_error_message_with_square_brackets_is_printed_as_it_is(stack: Stack) -> None:
     query = 'Status -eq "[/x]"'
     answer = await stack.http.get("/v1/certificates", params={"query": query})
