@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeGuard, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -119,6 +119,14 @@ class DeviceDecommissioned(DeviceAssigned):
     subject: ClassVar[str] = subjects.DEVICE_DECOMMISSIONED
 
 
+StoreType = Literal["pem", "pkcs12", "jks"]
+STORE_TYPES: tuple[StoreType, ...] = ("pem", "pkcs12", "jks")
+
+
+def is_store_type(value: object) -> TypeGuard[StoreType]:
+    return value in STORE_TYPES
+
+
 class StoreTarget(BaseModel):
     """Where on a machine a certificate lives: a store of a type at a path, under an alias.
 
@@ -129,7 +137,7 @@ class StoreTarget(BaseModel):
 
     model_config = ConfigDict(extra="allow")
     machine: str
-    store_type: Literal["pem", "pkcs12", "jks"] = "pem"
+    store_type: StoreType = "pem"
     store_path: str
     alias: str
 

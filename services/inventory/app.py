@@ -32,5 +32,9 @@ def build(settings: InventorySettings | None = None) -> ServiceRuntime:
     rt.on_shutdown(auto.stop)
     if reads is not db:
         rt.on_shutdown(reads.dispose)
-    rt.on_startup(lambda: ensure_search_indexes(db))
+
+    async def search_indexes() -> None:
+        await ensure_search_indexes(db)
+
+    rt.on_startup(search_indexes)
     return rt

@@ -7,7 +7,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 from sqlalchemy import delete, func, or_
-from sqlmodel import select
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.inventory import prefetch
@@ -72,7 +72,7 @@ async def history(session: AsyncSession, cert_id: str, ev: Event, **details: Any
 
 async def set_fields(session: AsyncSession, cert_id: str, values: dict[str, str]) -> None:
     if cert_id not in _created(session):
-        await session.exec(delete(CertificateField).where(CertificateField.cert_id == cert_id))  # type: ignore[call-overload]
+        await session.exec(delete(CertificateField).where(col(CertificateField.cert_id) == cert_id))
     for key, value in values.items():
         session.add(CertificateField(cert_id=cert_id, field=key, value=value))
 
@@ -228,7 +228,7 @@ async def locations_of(session: AsyncSession, cert_ids: list[str]) -> dict[str, 
     out: dict[str, list[Location]] = {c: [] for c in cert_ids}
     if not cert_ids:
         return out
-    query = select(Location).where(Location.cert_id.in_(cert_ids)).order_by(Location.id)  # type: ignore[attr-defined]
+    query = select(Location).where(col(Location.cert_id).in_(cert_ids)).order_by(col(Location.id))
     for loc in (await session.exec(query)).all():
         out[loc.cert_id].append(loc)
     return out
@@ -242,10 +242,10 @@ async def find(session: AsyncSession, ident: str) -> Certificate | None:
     key = ident.replace(":", "").strip().lower()
     query = select(Certificate).where(
         or_(
-            Certificate.serial == (key.lstrip("0") or "0"),
-            Certificate.serial == key,
-            Certificate.thumbprint_sha1 == key,
-            Certificate.thumbprint_sha256 == key,
+            col(Certificate.serial) == (key.lstrip("0") or "0"),
+            col(Certificate.serial) == key,
+            col(Certificate.thumbprint_sha1) == key,
+            col(Certificate.thumbprint_sha256) == key,
         )
     )
     return (await session.exec(query.limit(1))).first()

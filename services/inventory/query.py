@@ -18,7 +18,9 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from sqlalchemy import and_, exists, false, func, literal_column, not_, or_, select, true
+from sqlalchemy.orm import Mapped
 from sqlalchemy.sql.elements import ColumnElement
+from sqlmodel import col
 
 from services.inventory.indexes import SEARCH_TABLE, row_table, search_table
 from services.inventory.tables import Certificate, CertificateField, Location
@@ -226,7 +228,7 @@ TEXT_COLUMNS = {
 }
 
 FIELDS: dict[str, FieldDef] = {
-    **{name: FieldDef("text", col) for name, col in TEXT_COLUMNS.items()},
+    **{name: FieldDef("text", column) for name, column in TEXT_COLUMNS.items()},
     "serialnumber": FieldDef("lowercase", Certificate.serial),
     "serial": FieldDef("lowercase", Certificate.serial),
     "publickeysha256": FieldDef("lowercase", Certificate.public_key_sha256),
@@ -334,32 +336,35 @@ class Compiler:
             .join(search_table, search_table.c.rowid == row_table.c.id)
             .where(literal_column(SEARCH_TABLE).op("MATCH")(expression))
         )
-        return and_(Certificate.cert_id.in_(candidates), condition)  # type: ignore[attr-defined]
+        return and_(col(Certificate.cert_id).in_(candidates), condition)
 
     def null(self, c: Comparison, spec: FieldDef) -> ColumnElement[bool]:
         if c.op != "-eq":
             raise QueryError(c.value_position, "NULL can only be compared with -eq or -ne")
         if spec.kind == "thumbprint":
             return and_(
-                Certificate.thumbprint_sha1.is_(None), Certificate.thumbprint_sha256.is_(None)
-            )  # type: ignore[union-attr]
+                col(Certificate.thumbprint_sha1).is_(None),
+                col(Certificate.thumbprint_sha256).is_(None),
+            )
         if spec.kind == "status":
             return false()
         if spec.kind in ("location", "device"):
             located = exists(
-                select(Location.id).where(Location.cert_id == Certificate.cert_id, Location.active)
+                select(col(Location.id)).where(
+                    col(Location.cert_id) == Certificate.cert_id, col(Location.active)
+                )
             )
             if spec.kind == "device":
-                return and_(Certificate.device.is_(None), not_(located))  # type: ignore[union-attr]
+                return and_(col(Certificate.device).is_(None), not_(located))
             return not_(located)
         return spec.column.is_(None)
 
     def located(self, column: Any, c: Comparison) -> ColumnElement[bool]:
         assert c.value is not None
         return exists(
-            select(Location.id).where(
-                Location.cert_id == Certificate.cert_id,
-                Location.active,
+            select(col(Location.id)).where(
+                col(Location.cert_id) == Certificate.cert_id,
+                col(Location.active),
                 _text(func.lower(column), c.op, c.value.lower(), c),
             )
         )
@@ -367,7 +372,7 @@ class Compiler:
     def metadata(self, c: Comparison) -> ColumnElement[bool]:
         # Field names ignore case, like every other name in the language.
         of_cert = and_(
-            CertificateField.cert_id == Certificate.cert_id,
+            col(CertificateField.cert_id) == Certificate.cert_id,
             func.lower(CertificateField.field) == c.field.lower(),
         )
         if c.value is None:
@@ -375,32 +380,32 @@ class Compiler:
                 raise QueryError(c.value_position, "NULL can only be compared with -eq or -ne")
             return not_(
                 exists(
-                    select(CertificateField.cert_id).where(
-                        of_cert, CertificateField.value.is_not(None)
+                    select(col(CertificateField.cert_id)).where(
+                        of_cert, col(CertificateField.value).is_not(None)
                     )
                 )
-            )  # type: ignore[union-attr]
+            )
         condition = _text(func.lower(CertificateField.value), c.op, c.value.lower(), c)
-        return exists(select(CertificateField.cert_id).where(of_cert, condition))
+        return exists(select(col(CertificateField.cert_id)).where(of_cert, condition))
 
     def status(self, c: Comparison) -> ColumnElement[bool]:
         assert c.value is not None
         if c.op != "-eq":
             raise QueryError(c.position, "Status can only be compared with -eq or -ne")
         value, now = c.value.lower(), self.now
-        revoked = Certificate.status == "revoked"
+        revoked = col(Certificate.status) == "revoked"
         if value == "revoked":
             return revoked
         if value == "expired":
-            return and_(not_(revoked), Certificate.not_after < now)  # type: ignore[operator]
+            return and_(not_(revoked), col(Certificate.not_after) < now)
         if value == "active":
             return and_(
                 not_(revoked),
                 or_(
-                    Certificate.not_after.is_(None),  # type: ignore[union-attr]
-                    Certificate.not_after >= now,
+                    col(Certificate.not_after).is_(None),
+                    col(Certificate.not_after) >= now,
                 ),
-            )  # type: ignore[operator]
+            )
         raise QueryError(c.value_position, f"expected active, revoked or expired, not {c.value!r}")
 
     def date(self, column: Any, c: Comparison) -> ColumnElement[bool]:
@@ -539,22 +544,22 @@ def compile_search(
     return condition, compiler.scans
 
 
-SORTABLE = {
-    "notafter": Certificate.not_after,
-    "notbefore": Certificate.not_before,
-    "cn": Certificate.cn,
-    "dn": Certificate.subject_dn,
-    "issuerdn": Certificate.issuer_dn,
-    "owner": Certificate.owner,
-    "device": Certificate.device,
-    "serialnumber": Certificate.serial,
-    "template": Certificate.template,
-    "keytype": Certificate.key_type,
-    "keysize": Certificate.key_size,
-    "signaturealgorithm": Certificate.signature_algorithm,
-    "status": Certificate.status,
-    "revokedat": Certificate.revoked_at,
-    "recordedat": Certificate.recorded_at,
+SORTABLE: dict[str, Mapped[Any]] = {
+    "notafter": col(Certificate.not_after),
+    "notbefore": col(Certificate.not_before),
+    "cn": col(Certificate.cn),
+    "dn": col(Certificate.subject_dn),
+    "issuerdn": col(Certificate.issuer_dn),
+    "owner": col(Certificate.owner),
+    "device": col(Certificate.device),
+    "serialnumber": col(Certificate.serial),
+    "template": col(Certificate.template),
+    "keytype": col(Certificate.key_type),
+    "keysize": col(Certificate.key_size),
+    "signaturealgorithm": col(Certificate.signature_algorithm),
+    "status": col(Certificate.status),
+    "revokedat": col(Certificate.revoked_at),
+    "recordedat": col(Certificate.recorded_at),
 }
 
 

@@ -9,6 +9,7 @@ from sqlalchemy import JSON, Column, DateTime, Index, Text, UniqueConstraint, fu
 from sqlmodel import Field, SQLModel
 
 from shared.clock import utcnow
+from shared.db import table_of
 
 
 def _utc(nullable: bool = True, index: bool = False) -> Any:
@@ -100,7 +101,7 @@ class Certificate(SQLModel, table=True):
 
 # Searches ignore case: these let an index answer equality and prefix queries.
 for _column in ("cn", "subject_dn", "issuer_dn", "owner", "device", "template"):
-    Index(f"ix_inventory_certificate_{_column}_lower", func.lower(Certificate.__table__.c[_column]))
+    Index(f"ix_inventory_certificate_{_column}_lower", func.lower(table_of(Certificate).c[_column]))
 
 
 class CertificateField(SQLModel, table=True):
@@ -114,13 +115,13 @@ class CertificateField(SQLModel, table=True):
 
 Index(
     "ix_inventory_certificate_field_lower",
-    CertificateField.__table__.c.field,
-    func.lower(CertificateField.__table__.c.value),
+    table_of(CertificateField).c.field,
+    func.lower(table_of(CertificateField).c.value),
 )
 Index(
     "ix_inventory_certificate_field_lower_name",
-    func.lower(CertificateField.__table__.c.field),
-    func.lower(CertificateField.__table__.c.value),
+    func.lower(table_of(CertificateField).c.field),
+    func.lower(table_of(CertificateField).c.value),
 )
 
 
@@ -293,19 +294,19 @@ class Drift(SQLModel, table=True):
 
 
 TABLES = [
-    User.__table__,
-    Device.__table__,
-    UserDevice.__table__,
-    Certificate.__table__,
-    CertificateField.__table__,
-    Location.__table__,
-    CertificateEvent.__table__,
-    ProvisioningRequest.__table__,
-    Job.__table__,
-    JobPart.__table__,
-    Renewal.__table__,
-    Offboarding.__table__,
-    Agent.__table__,
-    Store.__table__,
-    Drift.__table__,
+    table_of(User),
+    table_of(Device),
+    table_of(UserDevice),
+    table_of(Certificate),
+    table_of(CertificateField),
+    table_of(Location),
+    table_of(CertificateEvent),
+    table_of(ProvisioningRequest),
+    table_of(Job),
+    table_of(JobPart),
+    table_of(Renewal),
+    table_of(Offboarding),
+    table_of(Agent),
+    table_of(Store),
+    table_of(Drift),
 ]
