@@ -127,9 +127,9 @@ class Handlers:
 
     async def cert_issued(self, session: AsyncSession, ev: CertIssued) -> list[Event]:
         """Record the certificate; install it where it was asked for."""
-        out = list(await provisioning.issued(session, ev))
-        await renewal.issued(session, ev)
-        return out
+        cancelled = await renewal.issued(session, ev)  # a renewal no longer wanted
+        out = list(await provisioning.issued(session, ev, install=cancelled is None))
+        return out + (cancelled or [])
 
     async def cert_rejected(self, session: AsyncSession, ev: CertRejected) -> list[Event]:
         """The request failed: record why."""
@@ -170,7 +170,7 @@ class Handlers:
         """Record what an agent reports about a job (a large result comes in parts); a
         completed inventory reveals drift, once every part of it is in."""
         completed = await jobs.record_result(session, ev)
-        if isinstance(ev, AgentJobFailed) and ev.kind == JobKind.REENROLL:
+        if isinstance(ev, AgentJobFailed) and ev.kind in (JobKind.REENROLL, JobKind.ADD):
             await renewal.job_failed(session, ev.job_id, f"{ev.code}: {ev.error}")
         if completed is not None and await self._trusted(session, completed.machine):
             return await drift.job_completed(session, self.policy, completed)

@@ -81,14 +81,19 @@ LATER_INDEXES = (
     # Added after the first release: create_all makes indexes only with a new table.
     "CREATE INDEX IF NOT EXISTS ix_inventory_certificate_field_lower_name "
     "ON inventory_certificate_field (lower(field), lower(value))",
+    "CREATE INDEX IF NOT EXISTS ix_inventory_provisioning_request_cert_id "
+    "ON inventory_provisioning_request (cert_id)",
 )
 
 
 async def ensure_search_indexes(db: Database) -> bool:
     """Create the text indexes if missing; whether ``-contains`` can use one."""
-    async with db.engine.begin() as conn:
-        for statement in LATER_INDEXES:
-            await conn.execute(text(statement))
+    for statement in LATER_INDEXES:
+        try:
+            async with db.engine.begin() as conn:
+                await conn.execute(text(statement))
+        except Exception as exc:  # noqa: BLE001 - a replica starting at the same time made it
+            log.info("index not created here (%s); another replica may have made it", exc)
     try:
         async with db.engine.begin() as conn:
             if is_sqlite(db.engine):

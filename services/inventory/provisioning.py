@@ -30,8 +30,9 @@ async def prefetch_issued(session: AsyncSession, events: list[CertIssued]) -> No
                         {derived_id("job", e.cert_id, "add") for e in events})  # fmt: skip
 
 
-async def issued(session: AsyncSession, ev: CertIssued) -> list[Event]:
-    """Record the certificate and, when it was asked for a store, send the install job."""
+async def issued(session: AsyncSession, ev: CertIssued, install: bool = True) -> list[Event]:
+    """Record the certificate and, when it was asked for a store (and ``install``), send the
+    install job."""
     cert, new = await catalog.record_issued(session, ev)
     request = await prefetch.lookup(session, ProvisioningRequest, ev.request_id)
     if request is not None and request.status == "retired":
@@ -40,7 +41,7 @@ async def issued(session: AsyncSession, ev: CertIssued) -> list[Event]:
         request.status, request.cert_id, request.error = "issued", ev.cert_id, None
         request.updated_at = utcnow()
     target = ev.target or (StoreTarget(**request.target) if request and request.target else None)
-    if not new or target is None or cert.status == "revoked":
+    if not install or not new or target is None or cert.status == "revoked":
         return []
     if ev.owner and await _offboarded(session, ev.owner):
         return []

@@ -452,7 +452,7 @@ def match_expression(column: Any, c: Comparison) -> str | None:
     op = NEGATIVE.get(c.op, c.op)
     if fts_column is None or op not in ("-contains", "-endswith") or c.value is None:
         return None
-    if len(c.value) < TRIGRAM:
+    if len(c.value) < TRIGRAM or "\x00" in c.value:  # FTS5 cannot quote a NUL: scan
         return None
     return f'{fts_column} : "' + c.value.lower().replace('"', '""') + '"'
 

@@ -14,7 +14,7 @@ from services.inventory.reads import Reads
 from services.inventory.tables import Certificate, Renewal
 from shared.bus import RpcError
 from shared.clock import utcnow
-from shared.events import Event
+from shared.events import AgentJob, Event
 from shared.runtime import ServiceRuntime
 
 log = logging.getLogger("certbus.inventory")
@@ -53,9 +53,9 @@ class RenewalApi:
             sent = 0
             if not dry_run:
                 cause = Event(actor=str(req.get("actor") or "api"))
-                jobs = await renewal.start(uow.session, cause, planned, req.get("reason"))
-                uow.emit(*jobs)
-                sent = len(jobs)
+                events = await renewal.start(uow.session, cause, planned, req.get("reason"))
+                uow.emit(*events)
+                sent = sum(isinstance(e, AgentJob) for e in events)
         return {
             "dry_run": dry_run,
             "certificates": len(certs),
@@ -117,8 +117,9 @@ class AutoRenewal:
             certs = await renewal.due(uow.session, self.before_days, utcnow(), batch)
             planned, _ = await renewal.plan(uow.session, certs)
             cause = Event(actor="lifecycle-policy")
-            jobs = await renewal.start(uow.session, cause, planned, "expiring")
-            uow.emit(*jobs)
+            events = await renewal.start(uow.session, cause, planned, "expiring")
+            uow.emit(*events)
+            jobs = [e for e in events if isinstance(e, AgentJob)]
         if jobs:
             log.info("renewing %d expiring certificate(s): %d job(s)", len(certs), len(jobs))
         return len(jobs)

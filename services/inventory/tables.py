@@ -171,7 +171,7 @@ class ProvisioningRequest(SQLModel, table=True):
     template: str
     rule: str | None = None
     status: str = "waiting"
-    cert_id: str | None = None
+    cert_id: str | None = Field(default=None, index=True)
     error: str | None = None
     target: dict[str, Any] = _json(dict)
     created_at: datetime = _now()

@@ -33,9 +33,12 @@ async def rpc(nc: Any, op: str, body: dict[str, Any]) -> dict[str, Any]:
     return answer["result"]
 
 
-async def installed_at(nc: Any, cert_id: str) -> dict[str, Any] | None:
-    cert = await rpc(nc, "certs.get", {"id": cert_id})
-    return cert if cert["locations"] else None
+async def installed_at(nc: Any, cert_id: str, places: int = 1) -> dict[str, Any] | None:
+    reply = await nc.request(
+        subjects.rpc("inventory", "certs.get"), json.dumps({"id": cert_id}).encode(), timeout=10
+    )
+    cert = json.loads(reply.data).get("result")
+    return cert if cert and len(cert["locations"]) >= places else None
 
 
 async def test_a_renewal_makes_a_new_key_on_the_machine_replaces_the_certificate_and_retires_it(
@@ -220,3 +223,133 @@ async def test_renewals_through_the_web_api_and_the_cli(nats_url: str, tmp_path:
         await inventory.app.stop()
     usage = CliRunner().invoke(cli, ["renewals", "start"])
     assert usage.exit_code == 2 and "give a query or --id" in usage.output
+
+
+# --- renewal's bookkeeping, with the agents and the issuer played on the bus ---------------
+
+
+def csr_request(request_id: str, renewal_of: str | None = None, **fields: Any) -> CertRequested:
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ivy")]))
+        .sign(key, hashes.SHA256())
+    )
+    pem = csr.public_bytes(serialization.Encoding.PEM).decode()
+    return CertRequested(request_id=request_id, template="user-client", csr_pem=pem,
+                         owner="ivy", renewal_of=renewal_of, **fields)  # fmt: skip
+
+
+def installed(cert: Any, machine: str, alias: str) -> Any:
+    from shared.events import CertInstalled, StoreTarget
+
+    return CertInstalled(
+        cert_id=cert.cert_id, serial=cert.serial, thumbprint_sha256=cert.thumbprint_sha256,
+        target=StoreTarget(machine=machine, store_path="certs/user-client", alias=alias),
+    )  # fmt: skip
+
+
+@pytest.fixture
+async def inventory_only(nats_url: str, tmp_path: Path) -> Any:
+    rt = build_inventory(InventorySettings(
+        nats_url=nats_url, inventory_database_url=f"sqlite+aiosqlite:///{tmp_path / 'inv.db'}",
+        renew_before_days=0))  # fmt: skip
+    await rt.app.start()
+    yield rt
+    await rt.app.stop()
+
+
+async def test_a_certificate_in_two_places_is_retired_once_both_have_the_new_one_and_a_failed_place_is_tried_again(  # noqa: E501
+    inventory_only: Any, nats_client: Any
+) -> None:
+    from shared.events import AgentJobFailed, JobKind
+
+    reader, ca = BusReader(nats_client), TestCA()
+    old = ca.issue(csr_request("ivy-first"))
+    await publish(nats_client, old, installed(old, "ivy-laptop", "ivy"),
+                  installed(old, "ivy-desktop", "ivy"))  # fmt: skip
+
+    assert await eventually(lambda: installed_at(nats_client, old.cert_id, places=2))
+    started = await rpc(nats_client, "renewals.start", {"cert_ids": [old.cert_id]})
+    assert started["jobs_sent"] == 2
+    (laptop_job,) = await reader.take(subjects.agent_jobs("ivy-laptop"), 1)
+    (desktop_job,) = await reader.take(subjects.agent_jobs("ivy-desktop"), 1)
+    assert laptop_job["renewal_of"] == desktop_job["renewal_of"] == old.cert_id
+
+    # The laptop's place is done; the desktop's re-enrollment fails: the old one stays good.
+    new_laptop = ca.issue(csr_request(laptop_job["request_id"], old.cert_id,
+                                      target=laptop_job["target"]))  # fmt: skip
+    await publish(nats_client, new_laptop, installed(new_laptop, "ivy-laptop", "ivy"))
+    failed = AgentJobFailed(
+        job_id=desktop_job["job_id"], machine="ivy-desktop", kind=JobKind.REENROLL,
+        error="disk full",
+    )  # fmt: skip
+    await publish(nats_client, failed)
+
+    async def statuses() -> dict[str, int] | None:
+        progress = (await rpc(nats_client, "renewals.list", {}))["progress"]
+        return progress if progress == {"installed": 1, "failed": 1} else None
+
+    assert await eventually(statuses)
+    assert await reader.none_more(subjects.CERT_REVOCATION_REQUESTED, wait=0.5) == []
+
+    # Asking again retries only the failed place, under a new request id.
+    again = await rpc(nats_client, "renewals.start", {"cert_ids": [old.cert_id]})
+    assert again["jobs_sent"] == 1
+    assert [p["machine"] for p in again["planned"]] == ["ivy-desktop"]
+    (retry,) = await reader.take(subjects.agent_jobs("ivy-desktop"), 1)
+    assert retry["request_id"] != desktop_job["request_id"]
+    new_desktop = ca.issue(csr_request(retry["request_id"], old.cert_id, target=retry["target"]))
+    await publish(nats_client, new_desktop, installed(new_desktop, "ivy-desktop", "ivy"))
+    (retire,) = await reader.take(subjects.CERT_REVOCATION_REQUESTED, 1)
+    assert retire["cert_ids"] == [old.cert_id]
+    assert RevocationReason(retire["reason"]) == RevocationReason.SUPERSEDED
+    assert new_laptop.cert_id in retire["comment"] and new_desktop.cert_id in retire["comment"]
+    # Redelivered reports change nothing.
+    await publish(nats_client, installed(new_desktop, "ivy-desktop", "ivy").model_copy(
+        update={"event_id": "again"}))  # fmt: skip
+    assert await reader.none_more(subjects.CERT_REVOCATION_REQUESTED, wait=0.5) == []
+
+
+async def test_a_renewal_is_cancelled_when_the_old_certificate_is_revoked_meanwhile(
+    inventory_only: Any, nats_client: Any
+) -> None:
+    from shared.clock import utcnow
+    from shared.events import CertRevoked
+
+    reader, ca = BusReader(nats_client), TestCA()
+    old = ca.issue(csr_request("ivy-compromised"))
+    await publish(nats_client, old, installed(old, "ivy-laptop", "ivy"))
+    await eventually(lambda: installed_at(nats_client, old.cert_id))
+    assert (await rpc(nats_client, "renewals.start", {"cert_ids": [old.cert_id]}))["jobs_sent"] == 1
+    (job,) = await reader.take(subjects.agent_jobs("ivy-laptop"), 1)
+    await publish(
+        nats_client,
+        CertRevoked(
+            cert_id=old.cert_id,
+            serial=old.serial,
+            issuer_ca=old.issuer_ca,
+            owner="ivy",
+            reason=RevocationReason.KEY_COMPROMISE,
+            comment="laptop stolen",
+            revoked_at=utcnow(),
+        ),
+    )
+
+    async def revoked() -> bool:
+        return (await rpc(nats_client, "certs.get", {"id": old.cert_id}))["status"] == "revoked"
+
+    assert await eventually(revoked)
+    (remove,) = await reader.take(subjects.agent_jobs("ivy-laptop"), 1)
+    assert remove["kind"] == "remove"
+    new = ca.issue(csr_request(job["request_id"], old.cert_id, target=job["target"]))
+    await publish(nats_client, new)
+    (unused,) = await reader.take(subjects.CERT_REVOCATION_REQUESTED, 1)
+    assert unused["cert_ids"] == [new.cert_id] and "keyCompromise" in unused["comment"]
+    assert await reader.none_more(subjects.agent_jobs("ivy-laptop"), wait=0.5) == []  # no install
+    (row,) = (await rpc(nats_client, "renewals.list", {}))["items"]
+    assert (row["status"], row["new_cert_id"]) == ("cancelled", new.cert_id)
