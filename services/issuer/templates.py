@@ -7,7 +7,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-import yaml  # type: ignore[import-untyped]
+import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 log = logging.getLogger("certbus.issuer.templates")
@@ -124,7 +124,7 @@ class TemplateCatalog:
 
 
 def load_templates(path: Path) -> dict[str, Template]:
-    data = yaml.safe_load(path.read_text()) or {}
+    data: dict[str, Any] = yaml.safe_load(path.read_text()) or {}
     entries = data.get("templates", data)
     templates: dict[str, Template] = {}
     for name, body in entries.items():
