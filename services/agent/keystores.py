@@ -7,6 +7,7 @@ from pathlib import Path
 import jks
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.hazmat.primitives.serialization import pkcs12
 
@@ -15,6 +16,21 @@ from services.agent.errors import JobError
 from services.agent.keys import write_private
 
 KDF_ROUNDS = 50_000
+
+_PKCS12_KEYS = (
+    rsa.RSAPrivateKey,
+    dsa.DSAPrivateKey,
+    ec.EllipticCurvePrivateKey,
+    ed25519.Ed25519PrivateKey,
+    ed448.Ed448PrivateKey,
+)
+
+
+def _pkcs12_key(key: PrivateKeyTypes | None) -> pkcs12.PKCS12PrivateKeyTypes | None:
+    """``key`` if PKCS#12 can hold it; refused as ``serialize_key_and_certificates`` would."""
+    if key is None or isinstance(key, _PKCS12_KEYS):
+        return key
+    raise TypeError("Key must be RSA, DSA, EllipticCurve, ED25519, or ED448 private key, or None.")
 
 
 class Pkcs12File:
@@ -68,10 +84,10 @@ class Pkcs12File:
         )
         data = pkcs12.serialize_key_and_certificates(
             alias.encode(),
-            key,
+            _pkcs12_key(key),
             cert,
             chain or None,
-            encryption,  # type: ignore[arg-type]
+            encryption,
         )
         write_private(self.path, data)
 

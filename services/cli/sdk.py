@@ -9,6 +9,7 @@ with Certbus() as cb:
 
 from __future__ import annotations
 
+import builtins
 import os
 import time
 from collections.abc import Iterator
@@ -120,10 +121,10 @@ class Certs(_Area):
             if not batch["items"] or offset >= batch["total"]:
                 return
 
-    def history(self, cert_id: str) -> list[dict[str, Any]]:
+    def history(self, cert_id: str) -> builtins.list[dict[str, Any]]:
         return self._c.request("GET", f"/v1/certificates/{cert_id}/history")["items"]
 
-    def locations(self, cert_id: str) -> list[dict[str, Any]]:
+    def locations(self, cert_id: str) -> builtins.list[dict[str, Any]]:
         return self._c.request("GET", f"/v1/certificates/{cert_id}/locations")["items"]
 
 
@@ -386,7 +387,7 @@ class Agents(_Area):
         return self._c.request("POST", f"/v1/agents/{machine}/reject")
 
     def discover(
-        self, machine: str, paths: list[str], *, max_depth: int | None = None
+        self, machine: str, paths: builtins.list[str], *, max_depth: int | None = None
     ) -> dict[str, Any]:
         body = _params(paths=paths, max_depth=max_depth)
         return self._c.request("POST", f"/v1/agents/{machine}/discover", json=body)
@@ -418,7 +419,7 @@ class Stores(_Area):
         template: str,
         subject: str,
         *,
-        sans: list[str] | None = None,
+        sans: builtins.list[str] | None = None,
         alias: str | None = None,
         owner: str | None = None,
         key_type: str = "ec-p256",

@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from shared.events import check_file_name
+from shared.events import StoreType, check_file_name, is_store_type
 
 FIELDS = (
     "store_type", "store_path", "alias", "subject", "sans", "key_type", "key",
@@ -53,7 +53,7 @@ class Provision:
 
     template: str
     device: str
-    store_type: str
+    store_type: StoreType
     store_path: str
     alias: str
     subject_dn: str
@@ -195,7 +195,7 @@ def parse(data: dict[str, Any]) -> Policy:
             if "template" not in entry:
                 raise PolicyError(f"rule {raw.get('name', i)}: every provision names a template")
             store_type = entry.get("store_type", defaults["store_type"])
-            if store_type not in ("pem", "pkcs12", "jks"):
+            if not is_store_type(store_type):
                 raise PolicyError(f"rule {raw.get('name', i)}: unknown store type")
             where = f"rule {raw.get('name', i)}, template {entry['template']}"
             named = sorted(set(entry) & set(PEM_FILES))

@@ -8,6 +8,7 @@ from sqlalchemy import Column, DateTime, Text
 from sqlmodel import Field, SQLModel
 
 from shared.clock import utcnow
+from shared.db import table_of
 
 
 def _utc_column(**kwargs: object) -> Column:  # type: ignore[type-arg]
@@ -72,9 +73,9 @@ class FieldDefinitionRow(SQLModel, table=True):
 
 
 TABLES = [
-    FieldDefinitionRow.__table__,  # type: ignore[attr-defined]
-    FieldValue.__table__,  # type: ignore[attr-defined]
-    HistoryEntry.__table__,  # type: ignore[attr-defined]
-    KnownCertificate.__table__,  # type: ignore[attr-defined]
-    DisabledOwner.__table__,  # type: ignore[attr-defined]
+    table_of(FieldDefinitionRow),
+    table_of(FieldValue),
+    table_of(HistoryEntry),
+    table_of(KnownCertificate),
+    table_of(DisabledOwner),
 ]

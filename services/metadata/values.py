@@ -16,6 +16,7 @@ from sqlmodel import col, or_, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.metadata.tables import DisabledOwner, FieldValue, HistoryEntry, KnownCertificate
+from shared.db import table_of
 
 IS_ENABLED = "isEnabled"
 
@@ -133,7 +134,7 @@ class MetadataValues:
             (HistoryEntry, history),
         ):
             if rows:
-                await connection.execute(insert(table.__table__), rows)  # type: ignore[attr-defined]
+                await connection.execute(insert(table_of(table)), rows)
 
     async def disabled_among(self, owners: set[str]) -> set[str]:
         if not owners:
