@@ -127,9 +127,8 @@ class Handlers:
 
     async def cert_issued(self, session: AsyncSession, ev: CertIssued) -> list[Event]:
         """Record the certificate; install it where it was asked for."""
-        cancelled = await renewal.issued(session, ev)  # a renewal no longer wanted
-        out = list(await provisioning.issued(session, ev, install=cancelled is None))
-        return out + (cancelled or [])
+        install, follows = await renewal.issued(session, ev)
+        return [*await provisioning.issued(session, ev, install=install), *follows]
 
     async def cert_rejected(self, session: AsyncSession, ev: CertRejected) -> list[Event]:
         """The request failed: record why."""

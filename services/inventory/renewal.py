@@ -72,6 +72,7 @@ class Planned:
     key_type: str
     template: str
     target: dict[str, Any] = field(default_factory=dict)
+    server_key: bool = False
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,7 @@ async def plan(
                         cert_id=cert.cert_id, request_id=request_id, machine=loc.machine,
                         store_type=loc.store_type, store_path=loc.store_path, alias=loc.alias,
                         key_type=key_type, template=cert.template, target=target,
+                        server_key=await _server_made(session, cert),
                     )
                 )  # fmt: skip
     return planned, skipped
@@ -156,6 +158,15 @@ async def _why_nowhere(session: AsyncSession, cert: Certificate) -> str:
         "not installed in any store an agent manages; renew it with its own key "
         "over the API (POST /v1/enroll/renew)"
     )
+
+
+async def _server_made(session: AsyncSession, cert: Certificate) -> bool:
+    """Whether the issuer made this certificate's key (policy ``key: server``): the agent said
+    so when it reported the re-enrollment that installed it. A renewal does the same."""
+    if not cert.request_id:
+        return False
+    job = await session.get(Job, derived_id("job", cert.request_id, "reenroll"))
+    return bool(job and job.result and job.result.get("key_generation") == "server")
 
 
 async def _target(session: AsyncSession, cert: Certificate, loc: Location) -> dict[str, Any]:
@@ -209,6 +220,7 @@ async def start(
             key_type=p.key_type,
             owner=cert.owner,
             renewal_of=cert.cert_id,
+            payload={"key_generation": "server"} if p.server_key else {},
         )
         if job:
             out.append(job)
@@ -232,34 +244,38 @@ async def _by_request(session: AsyncSession, request_id: str) -> Renewal | None:
     ).first()
 
 
-async def issued(session: AsyncSession, ev: CertIssued) -> list[Event] | None:
-    """A renewal's certificate exists. ``None``: not a renewal, or still wanted (install it);
-    else the renewal was cancelled meanwhile — the old certificate was revoked or left that
-    place — and the new one must not be installed: the events that revoke it."""
+async def issued(session: AsyncSession, ev: CertIssued) -> tuple[bool, list[Event]]:
+    """A renewal's certificate exists: whether to install it, and what follows. Not a renewal,
+    or still wanted: install it. Installed already (a server-made key: the agent installs the
+    PKCS#12 it fetched before ``cert.issued`` arrives): finish that place. Cancelled meanwhile
+    (the old certificate was revoked or left that place): not installed, and revoked."""
     row = await _by_request(session, ev.request_id)
     if row is None or row.status not in OPEN:
-        return None
+        return True, []
     row.new_cert_id, row.updated_at = ev.cert_id, utcnow()
+    if await _at_place(session, ev.cert_id, row) is not None:
+        return False, await _finish(session, row, ev)
     old = await session.get(Certificate, row.old_cert_id)
-    there = (
-        await session.exec(
-            select(Location.id).where(
-                Location.cert_id == row.old_cert_id, Location.machine == row.machine,
-                Location.store_path == row.store_path, Location.alias == row.alias,
-                Location.active,
-            )
-        )
-    ).first()  # fmt: skip
-    if old is not None and old.status != "revoked" and there is not None:
+    if old is not None and old.status != "revoked" and await _at_place(session, old.cert_id, row):
         row.status = "issued"
-        return None
+        return True, []
     why = (
         f"{row.old_cert_id} was revoked ({old.revocation_reason})"
         if old is not None and old.status == "revoked"
         else f"{row.old_cert_id} is no longer in that place"
     )
     row.status, row.error = "cancelled", why
-    return [_revoke_unused(ev, row, why)]
+    return False, [_revoke_unused(ev, row, why)]
+
+
+async def _at_place(session: AsyncSession, cert_id: str, row: Renewal) -> int | None:
+    found = await session.exec(
+        select(Location.id).where(
+            Location.cert_id == cert_id, Location.machine == row.machine,
+            Location.store_path == row.store_path, Location.alias == row.alias, Location.active,
+        )
+    )  # fmt: skip
+    return found.first()
 
 
 async def rejected(session: AsyncSession, ev: CertRejected) -> None:
@@ -291,15 +307,28 @@ async def installed(session: AsyncSession, ev: CertInstalled) -> list[Event]:
             )
         )
     ).first()
+    if row is None and ev.job_id:  # installed before its cert.issued came (server-made key)
+        job = await session.get(Job, ev.job_id)
+        candidate = await _by_request(session, job.request_id) if job and job.request_id else None
+        if candidate is not None and candidate.status == "planned":
+            candidate.new_cert_id, row = ev.cert_id, candidate
     if row is None or row.status == "installed":
         return []
+    return await _finish(session, row, ev)
+
+
+async def _finish(session: AsyncSession, row: Renewal, ev: Event) -> list[Event]:
+    """One place has the new certificate; the last place to get it retires the old one."""
     # Places finishing at once in two transactions (replicas on PostgreSQL) take turns here,
     # so the last one sees every sibling installed and the old one is retired.
+    await session.flush()
     old = await session.get(Certificate, row.old_cert_id, with_for_update=True)
     await session.refresh(row)
     if row.status == "installed":
         return []
     row.status, row.updated_at = "installed", utcnow()
+    assert row.new_cert_id is not None
+    new_cert_id = row.new_cert_id
     out: list[Event] = []
     for request in (
         await session.exec(
@@ -312,7 +341,7 @@ async def installed(session: AsyncSession, ev: CertInstalled) -> list[Event]:
         if request.status == "retired":  # the slot closed while the renewal ran
             out.append(_revoke_unused(ev, row, f"{request.template} was retired meanwhile"))
         else:
-            request.cert_id = ev.cert_id
+            request.cert_id = new_cert_id
     await session.flush()
     siblings = (
         await session.exec(select(Renewal).where(Renewal.old_cert_id == row.old_cert_id))

@@ -353,3 +353,75 @@ async def test_a_renewal_is_cancelled_when_the_old_certificate_is_revoked_meanwh
     assert await reader.none_more(subjects.agent_jobs("ivy-laptop"), wait=0.5) == []  # no install
     (row,) = (await rpc(nats_client, "renewals.list", {}))["items"]
     assert (row["status"], row["new_cert_id"]) == ("cancelled", new.cert_id)
+
+
+SERVER_KEY_POLICY = """
+defaults:
+  store_type: pem
+  store_path: "certs/{template}"
+  alias: "{template}-{user}"
+  subject: "CN={user}"
+  sans: []
+  key_type: ec-p256
+  key: device
+rules:
+  - name: kiosks
+    match: {roles: [kiosk]}
+    provision:
+      - template: machine-client
+        subject: "CN={device}"
+        sans: ["dns:{device}"]
+        alias: "{template}"
+        key: server
+"""
+
+
+async def test_a_certificate_whose_key_the_server_made_is_renewed_the_same_way(
+    nats_url: str, nats_client: Any, tmp_path: Path
+) -> None:
+    (tmp_path / "policy.yaml").write_text(SERVER_KEY_POLICY)
+    issuer = build_issuer(issuer_settings(tmp_path / "issuer", nats_url))
+    inventory = build_inventory(InventorySettings(
+        nats_url=nats_url, policy_file=tmp_path / "policy.yaml",
+        inventory_database_url=f"sqlite+aiosqlite:///{tmp_path / 'inv.db'}"))  # fmt: skip
+    kiosk = build_agent(AgentSettings(nats_url=nats_url, machine="kiosk-9",
+                                      root=tmp_path / "kiosk-9"))  # fmt: skip
+    reader = BusReader(nats_client)
+    for rt in (issuer, inventory, kiosk):
+        await rt.app.start()
+    cert_file = tmp_path / "kiosk-9" / "certs" / "machine-client" / "machine-client.crt"
+    key_file = cert_file.with_suffix(".key")
+    try:
+        await publish(nats_client, UserOnboarded(user="hall", roles=["kiosk"], devices=["kiosk-9"]))
+        (first,) = await reader.take(subjects.CERT_INSTALLED, 1, within=30)
+
+        async def reported() -> bool:
+            found = await rpc(nats_client, "jobs.list", {"machine": "kiosk-9", "kind": "reenroll"})
+            return any(j["status"] == "completed" for j in found["items"])
+
+        assert await eventually(reported, within=20)
+        assert await eventually(lambda: installed_at(nats_client, first["cert_id"]), within=20)
+        old_key = key_file.read_bytes()
+        started = await rpc(nats_client, "renewals.start", {"cert_ids": [first["cert_id"]]})
+        assert started["jobs_sent"] == 1
+
+        # (The issued certificate's own install job reports the first one again: skip it.)
+        async def renewed() -> dict[str, Any] | None:
+            for report in await reader.take(subjects.CERT_INSTALLED, 1, within=1):
+                if report["cert_id"] != first["cert_id"]:
+                    return report
+            return None
+
+        second = await eventually(renewed, within=30)
+        assert (
+            second and key_file.read_bytes() != old_key and cert_and_key_match(cert_file, key_file)
+        )
+        (retire,) = await reader.take(subjects.CERT_REVOCATION_REQUESTED, 1, within=20)
+        assert retire["cert_ids"] == [first["cert_id"]]
+        assert RevocationReason(retire["reason"]) == RevocationReason.SUPERSEDED
+        assert await reader.none_more(subjects.CERT_REQUESTED, wait=0.3) == []  # no CSR at all
+        progress = await rpc(nats_client, "renewals.list", {})
+        assert progress["progress"] == {"installed": 1}
+    finally:
+        for rt in (kiosk, inventory, issuer):
+            await rt.app.stop()
