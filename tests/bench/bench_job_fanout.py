@@ -119,6 +119,17 @@ async def start_inventory(url: str, work: Path) -> subprocess.Popen[bytes]:
 
 async def certbus_fanout(url: str, work: Path) -> dict[str, Any]:
     inventory = await start_inventory(url, work)
+    try:
+        return await _fanout(url, work)
+    finally:  # a failed run must not leave inventory running
+        inventory.terminate()
+        try:
+            inventory.wait(30)
+        except subprocess.TimeoutExpired:
+            inventory.kill()
+
+
+async def _fanout(url: str, work: Path) -> dict[str, Any]:
     machines = [f"bench-{i:03d}.example.com" for i in range(AGENTS)]
     agents = [build_agent(AgentSettings(nats_url=url, machine=m, root=work / m,
                                         heartbeat_seconds=300)) for m in machines]  # fmt: skip
@@ -188,8 +199,6 @@ async def certbus_fanout(url: str, work: Path) -> dict[str, Any]:
     renewed = sum(1 for m in machines if (work / m / "certs" / "user-client").is_dir())
     for a in agents:
         await a.app.stop()
-    inventory.terminate()
-    inventory.wait(30)
     return {
         "agents": AGENTS,
         "renewal_request_answered_seconds": round(answered - push, 3),
