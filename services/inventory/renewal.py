@@ -31,6 +31,7 @@ from services.inventory.tables import (
     Location,
     ProvisioningRequest,
     Renewal,
+    User,
 )
 from services.inventory.timeutil import as_utc, iso
 from shared.clock import utcnow
@@ -97,7 +98,7 @@ async def plan(
     planned: list[Planned] = []
     skipped: list[Skipped] = []
     for cert in certs:
-        why = _not_renewable(cert)
+        why = _not_renewable(cert) or await _owner_gone(session, cert)
         if why:
             skipped.append(Skipped(cert.cert_id, why))
             continue
@@ -142,6 +143,12 @@ def _not_renewable(cert: Certificate) -> str | None:
     if agent_key_type(cert) is None:
         return f"agents cannot make a {cert.key_type} key of {cert.key_size} bits"
     return None
+
+
+async def _owner_gone(session: AsyncSession, cert: Certificate) -> str | None:
+    """A leaver's certificates are not renewed (in disable mode they are still active)."""
+    owner = await session.get(User, cert.owner) if cert.owner else None
+    return f"{cert.owner} was offboarded" if owner and owner.status == "offboarded" else None
 
 
 async def _why_nowhere(session: AsyncSession, cert: Certificate) -> str:

@@ -425,3 +425,23 @@ async def test_a_certificate_whose_key_the_server_made_is_renewed_the_same_way(
     finally:
         for rt in (kiosk, inventory, issuer):
             await rt.app.stop()
+
+
+async def test_a_leavers_certificates_are_not_renewed_even_in_disable_mode(
+    inventory_only: Any, nats_client: Any
+) -> None:
+    from shared.events import OffboardingMode, UserOffboarded
+
+    ca = TestCA()
+    old = ca.issue(csr_request("ivy-leaving"))
+    await publish(nats_client, UserOnboarded(user="ivy"), old, installed(old, "ivy-laptop", "ivy"))
+    assert await eventually(lambda: installed_at(nats_client, old.cert_id))
+    await publish(nats_client, UserOffboarded(user="ivy", mode=OffboardingMode.DISABLE))
+
+    async def gone() -> bool:
+        return (await rpc(nats_client, "users.get", {"user": "ivy"}))["status"] == "offboarded"
+
+    assert await eventually(gone)
+    answer = await rpc(nats_client, "renewals.start", {"cert_ids": [old.cert_id]})
+    assert answer["jobs_sent"] == 0
+    assert answer["skipped"] == [{"cert_id": old.cert_id, "reason": "ivy was offboarded"}]
