@@ -18,7 +18,7 @@ import httpx
 import pytest
 import yaml
 
-from services.cli.sdk import Certbus
+from services.cli.sdk import Certbus, CertbusError
 from services.launcher.system import System
 from tests.e2e.harness import crl_urls, free_port, openssl, post_hr, wait_until
 
@@ -121,6 +121,16 @@ def test_the_revoke_example_revokes_every_certificate_of_the_users_and_their_mac
 
         certs = wait_until(catalogued, 20, "inventory to record the four certificates installed")
         by_id = {c["id"]: c for c in certs}
+
+        def revocation_knows_them() -> bool:
+            # Revocation learns certificates from cert.issued on its own consumer: it may lag
+            # behind inventory, and a revocation of one it has not seen yet is refused.
+            try:
+                return all(cb.revocation.status(i)["status"] == "good" for i in by_id)
+            except CertbusError:
+                return False
+
+        wait_until(revocation_knows_them, 20, "revocation to know the four certificates")
         where = {c["id"]: (c["owner"], c["locations"][0]["machine"], c["locations"][0]["alias"])
                  for c in certs}  # fmt: skip
         assert sorted(where.values()) == sorted([
