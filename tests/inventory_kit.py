@@ -157,3 +157,42 @@ def cert_and_key_match(cert_file: Path, key_file: Path) -> bool:
     cert_pub = openssl_pubkey(["x509", "-in", str(cert_file), "-noout", "-pubkey"])
     key_pub = openssl_pubkey(["pkey", "-in", str(key_file), "-pubout"])
     return cert_pub.strip() == key_pub.strip() and "BEGIN PUBLIC KEY" in cert_pub
+
+
+async def stand_in_issuer(
+    nc: Any, ca: TestCA, durable: str = "test-issuer", aged_days: Any = None
+) -> None:
+    """Signs every CSR on cert.requested, as the issuer service would (run it as a task).
+    ``aged_days(request)``: how many days of each certificate's life have already passed."""
+    sub = await nc.jetstream().pull_subscribe(subjects.CERT_REQUESTED, durable=durable)
+    while True:
+        try:
+            msgs = await sub.fetch(10, timeout=0.5)
+        except TimeoutError:
+            continue
+        for m in msgs:
+            request = CertRequested.model_validate_json(m.data)
+            await publish(nc, ca.issue(request, aged_days=aged_days(request) if aged_days else 0))
+            await m.ack()
+
+
+SERVER_KEY_POLICY = """
+defaults:
+  store_type: pem
+  store_path: "certs/{template}"
+  alias: "{template}-{user}"
+  subject: "CN={user}"
+  sans: []
+  key_type: ec-p256
+  key: device
+rules:
+  - name: kiosks
+    match: {roles: [kiosk]}
+    provision:
+      - template: machine-client
+        subject: "CN={device}"
+        sans: ["dns:{device}"]
+        alias: "{template}"
+        key: server
+"""
+"""A policy whose kiosks get a key made by the issuer (``key: server``)."""

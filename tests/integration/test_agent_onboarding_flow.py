@@ -15,24 +15,18 @@ from services.inventory.app import build as build_inventory
 from services.inventory.settings import InventorySettings
 from shared import subjects
 from shared.clock import utcnow
-from shared.events import CertRequested, CertRevoked, UserOffboarded, UserOnboarded
+from shared.events import CertRevoked, UserOffboarded, UserOnboarded
 from shared.pki import RevocationReason
-from tests.inventory_kit import BusReader, TestCA, cert_and_key_match, eventually, publish
+from tests.inventory_kit import (
+    BusReader,
+    TestCA,
+    cert_and_key_match,
+    eventually,
+    publish,
+    stand_in_issuer,
+)
 
 pytestmark = pytest.mark.integration
-
-
-async def stand_in_issuer(nc: Any, ca: TestCA) -> None:
-    """Signs every CSR on cert.requested, as the issuer service would."""
-    sub = await nc.jetstream().pull_subscribe(subjects.CERT_REQUESTED, durable="test-issuer")
-    while True:
-        try:
-            msgs = await sub.fetch(10, timeout=0.5)
-        except TimeoutError:
-            continue
-        for m in msgs:
-            await publish(nc, ca.issue(CertRequested.model_validate_json(m.data)))
-            await m.ack()
 
 
 async def test_a_new_hire_gets_a_certificate_on_the_laptop_and_loses_it_when_leaving(

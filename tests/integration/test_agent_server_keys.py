@@ -20,35 +20,21 @@ from services.issuer.testing import issuer_settings
 from shared import subjects
 from shared.events import UserOnboarded
 from tests.e2e.harness import collect_subject
-from tests.inventory_kit import BusReader, cert_and_key_match, eventually, publish
+from tests.inventory_kit import (
+    SERVER_KEY_POLICY,
+    BusReader,
+    cert_and_key_match,
+    eventually,
+    publish,
+)
 
 pytestmark = pytest.mark.integration
-
-POLICY = """
-defaults:
-  store_type: pem
-  store_path: "certs/{template}"
-  alias: "{template}-{user}"
-  subject: "CN={user}"
-  sans: []
-  key_type: ec-p256
-  key: device
-rules:
-  - name: kiosks
-    match: {roles: [kiosk]}
-    provision:
-      - template: machine-client
-        subject: "CN={device}"
-        sans: ["dns:{device}"]
-        alias: "{template}"
-        key: server
-"""
 
 
 async def test_a_server_key_rule_installs_an_issuer_made_key_on_the_device(
     nats_url: str, nats_client: Any, tmp_path: Path
 ) -> None:
-    (tmp_path / "policy.yaml").write_text(POLICY)
+    (tmp_path / "policy.yaml").write_text(SERVER_KEY_POLICY)
     issuer = build_issuer(issuer_settings(tmp_path / "issuer", nats_url))
     inventory = build_inventory(
         InventorySettings(

@@ -21,9 +21,9 @@ from services.inventory.app import build as build_inventory
 from services.inventory.settings import InventorySettings
 from shared import pki, subjects
 from shared.clock import utcnow
-from shared.events import CertRequested, CertRevoked, UserOnboarded
+from shared.events import CertRevoked, UserOnboarded
 from shared.pki import RevocationReason
-from tests.inventory_kit import BusReader, TestCA, eventually, publish
+from tests.inventory_kit import BusReader, TestCA, eventually, publish, stand_in_issuer
 
 pytestmark = pytest.mark.integration
 
@@ -37,19 +37,6 @@ rules:
 drift:
   auto_fix: %s
 """
-
-
-async def stand_in_issuer(nc: Any, ca: TestCA) -> None:
-    """Signs every CSR on cert.requested, as the issuer service would."""
-    sub = await nc.jetstream().pull_subscribe(subjects.CERT_REQUESTED, durable="drift-issuer")
-    while True:
-        try:
-            msgs = await sub.fetch(10, timeout=0.5)
-        except TimeoutError:
-            continue
-        for m in msgs:
-            await publish(nc, ca.issue(CertRequested.model_validate_json(m.data)))
-            await m.ack()
 
 
 async def rpc(nc: Any, op: str, payload: dict[str, Any]) -> Any:
@@ -87,7 +74,7 @@ class World:
     async def __aenter__(self) -> World:
         await self.inventory.app.start()
         await self.agent.app.start()
-        self.issuer = asyncio.create_task(stand_in_issuer(self.nc, self.ca))
+        self.issuer = asyncio.create_task(stand_in_issuer(self.nc, self.ca, "drift-issuer"))
         return self
 
     async def __aexit__(self, *_: object) -> None:

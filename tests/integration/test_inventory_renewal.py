@@ -21,7 +21,15 @@ from services.issuer.testing import issuer_settings
 from shared import subjects
 from shared.events import CertRequested, UserOnboarded
 from shared.pki import RevocationReason
-from tests.inventory_kit import BusReader, TestCA, cert_and_key_match, eventually, publish
+from tests.inventory_kit import (
+    SERVER_KEY_POLICY,
+    BusReader,
+    TestCA,
+    cert_and_key_match,
+    eventually,
+    publish,
+    stand_in_issuer,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -141,20 +149,6 @@ async def test_what_cannot_be_renewed_is_said_and_a_bad_query_is_refused(
         await inventory.app.stop()
 
 
-async def aging_issuer(nc: Any, ca: TestCA) -> None:
-    """Signs first enrollments as 30-day certificates already 26 days old; renewals fresh."""
-    sub = await nc.jetstream().pull_subscribe(subjects.CERT_REQUESTED, durable="aging-issuer")
-    while True:
-        try:
-            msgs = await sub.fetch(10, timeout=0.5)
-        except TimeoutError:
-            continue
-        for m in msgs:
-            request = CertRequested.model_validate_json(m.data)
-            await publish(nc, ca.issue(request, aged_days=0 if request.renewal_of else 26))
-            await m.ack()
-
-
 async def test_the_lifecycle_policy_renews_a_certificate_near_its_end_once(
     nats_url: str, nats_client: Any, tmp_path: Path
 ) -> None:
@@ -165,7 +159,9 @@ async def test_the_lifecycle_policy_renews_a_certificate_near_its_end_once(
     reader, ca = BusReader(nats_client), TestCA()
     await inventory.app.start()
     await pc.app.start()
-    issuer = asyncio.create_task(aging_issuer(nats_client, ca))
+    issuer = asyncio.create_task(
+        stand_in_issuer(nats_client, ca, "aging-issuer", lambda r: 0 if r.renewal_of else 26)
+    )
     try:
         await publish(nats_client, UserOnboarded(user="hank", devices=["hank-pc"]))
         first, second = await reader.take(subjects.CERT_INSTALLED, 2, within=30)
@@ -353,27 +349,6 @@ async def test_a_renewal_is_cancelled_when_the_old_certificate_is_revoked_meanwh
     assert await reader.none_more(subjects.agent_jobs("ivy-laptop"), wait=0.5) == []  # no install
     (row,) = (await rpc(nats_client, "renewals.list", {}))["items"]
     assert (row["status"], row["new_cert_id"]) == ("cancelled", new.cert_id)
-
-
-SERVER_KEY_POLICY = """
-defaults:
-  store_type: pem
-  store_path: "certs/{template}"
-  alias: "{template}-{user}"
-  subject: "CN={user}"
-  sans: []
-  key_type: ec-p256
-  key: device
-rules:
-  - name: kiosks
-    match: {roles: [kiosk]}
-    provision:
-      - template: machine-client
-        subject: "CN={device}"
-        sans: ["dns:{device}"]
-        alias: "{template}"
-        key: server
-"""
 
 
 async def test_a_certificate_whose_key_the_server_made_is_renewed_the_same_way(
