@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -111,6 +112,7 @@ class AutoRenewal:
         self.before_days = before_days
         self.every_seconds = every_seconds
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
 
     async def run_once(self, batch: int = 500) -> int:
         async with self.rt.unit_of_work() as uow:
@@ -125,19 +127,24 @@ class AutoRenewal:
         return len(jobs)
 
     async def _loop(self) -> None:
-        while True:
+        # Stopping is a flag checked between rounds, not a cancellation: a round in the middle
+        # of its transaction finishes (or rolls back) before the database is closed.
+        while not self._stopping.is_set():
             try:
-                while await self.run_once() > 0:
+                while not self._stopping.is_set() and await self.run_once() > 0:
                     pass
             except Exception:  # noqa: BLE001 - the next round tries again
                 log.exception("automatic renewal failed; trying again later")
-            await asyncio.sleep(self.every_seconds)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.every_seconds)
 
     async def start(self) -> None:
         if self.before_days > 0 and self._task is None:
+            self._stopping.clear()
             self._task = asyncio.create_task(self._loop())
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
+            self._stopping.set()
+            await self._task
             self._task = None
