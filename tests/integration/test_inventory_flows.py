@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -11,9 +10,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from services.inventory.app import build
 from services.inventory.identities import request_id_for
-from services.inventory.settings import InventorySettings
 from shared import subjects
 from shared.clock import utcnow
 from shared.events import (
@@ -34,16 +31,6 @@ from tests.inventory_kit import BusReader, TestCA, eventually, publish
 pytestmark = pytest.mark.integration
 
 JOBS = subjects.AGENT_JOBS_WILDCARD
-
-
-@pytest.fixture
-async def inventory(nats_url: str, database_url: str) -> AsyncIterator[ServiceRuntime]:
-    rt = build(
-        InventorySettings(nats_url=nats_url, inventory_database_url=database_url, max_deliver=3)
-    )
-    await rt.app.start()
-    yield rt
-    await rt.app.stop()
 
 
 async def rpc(nc: Any, operation: str, payload: dict[str, Any]) -> dict[str, Any]:

@@ -4,13 +4,10 @@ a device that once was the leaver's (a new user of a shared PC) is not "pending"
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-from services.inventory.app import build
-from services.inventory.settings import InventorySettings
 from shared import subjects
 from shared.clock import utcnow
 from shared.events import CertRemoved, CertRevoked, UserOffboarded, UserOnboarded
@@ -22,16 +19,6 @@ from tests.inventory_kit import BusReader, TestCA, publish
 pytestmark = pytest.mark.integration
 
 JOBS = subjects.AGENT_JOBS_WILDCARD
-
-
-@pytest.fixture
-async def inventory(nats_url: str, database_url: str) -> AsyncIterator[ServiceRuntime]:
-    rt = build(
-        InventorySettings(nats_url=nats_url, inventory_database_url=database_url, max_deliver=3)
-    )
-    await rt.app.start()
-    yield rt
-    await rt.app.stop()
 
 
 async def test_a_completed_offboarding_ignores_later_certificates_on_its_devices(

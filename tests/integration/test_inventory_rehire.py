@@ -4,29 +4,16 @@ again and completes (announced once more); a repeated announcement of a leave do
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-from services.inventory.app import build
-from services.inventory.settings import InventorySettings
 from shared import subjects
 from shared.events import UserOffboarded, UserOnboarded
 from shared.runtime import ServiceRuntime
 from tests.inventory_kit import BusReader, eventually, publish
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def inventory(nats_url: str, database_url: str) -> AsyncIterator[ServiceRuntime]:
-    rt = build(
-        InventorySettings(nats_url=nats_url, inventory_database_url=database_url, max_deliver=3)
-    )
-    await rt.app.start()
-    yield rt
-    await rt.app.stop()
 
 
 async def test_leaving_again_after_a_rehire_is_a_new_offboarding(
